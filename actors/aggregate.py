@@ -1,0 +1,35 @@
+"""The pure aggregate contract: decide(state, command) -> events, evolve(state, event) -> state."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from events.base import Command, DomainModel, Event
+
+S = TypeVar("S", bound=DomainModel)
+
+
+class DomainError(Exception):
+    """A command breaks a business rule. `code` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Aggregate(Protocol[S]):
+    """One aggregate type. Implementations import neither Ray nor Kafka."""
+
+    aggregate_type: str
+    state_type: type[S]
+
+    def initial(self) -> S: ...
+
+    def decide(self, state: S, command: Command) -> list[Event]: ...
+
+    def evolve(self, state: S, event: Event) -> S: ...
+
+
+def load_state(aggregate: Aggregate[Any], data: dict[str, Any]) -> DomainModel:
+    return aggregate.state_type.model_validate(data)

@@ -1,0 +1,29 @@
+"""What handling a command yields: the appended events, or a typed rejection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from events.base import StoredEvent
+
+
+@dataclass(frozen=True)
+class Accepted:
+    command_id: str
+    events: list[StoredEvent] = field(default_factory=list)
+    duplicate: bool = False
+    """True when this command id was applied before; `events` are then the original ones if known."""
+
+    ok = True
+
+
+@dataclass(frozen=True)
+class Rejected:
+    command_id: str
+    code: str
+    reason: str
+
+    ok = False
+
+
+Outcome = Accepted | Rejected

@@ -1,0 +1,393 @@
+"""One shard of a service: rehydrates from snapshot + event tail, decides commands, appends
+events in Kafka transactions with a stable transactional.id, and writes snapshot checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from pydantic import BaseModel, ConfigDict
+
+from actors.aggregate import Aggregate, DomainError
+from actors.outcomes import Accepted, Outcome, Rejected
+from choreography.kafka_io import consumer_config, is_abortable, is_fatal, producer_config
+from choreography.topics import events_topic, owned_partitions, partition_for, snapshots_topic
+from events.base import Command, DomainModel, Envelope, Event, StoredEvent, new_id, utc_now
+from events.registry import DecodeError, Registry, event_headers
+
+log = logging.getLogger("choreo.shard")
+
+CHECKPOINT_KEY = b"__checkpoint__"
+RECENT_COMMANDS = 16
+"""Command ids remembered per aggregate (and kept in its snapshot) for idempotent redelivery."""
+SEEN_CAPACITY = 100_000
+"""Recent command outcomes kept in memory so a retried command returns its original events."""
+
+
+class ShardFenced(RuntimeError):
+    """A newer instance of this shard took over its transactional.id; this one may not append."""
+
+
+class ShardConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    shard: int
+    shards: int
+    partitions: int
+    kafka: dict[str, str]
+    namespace: str = "choreo"
+    snapshot_every: int = 1000
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.namespace}-{self.service}-shard-{self.shard}"
+
+    @property
+    def owned(self) -> list[int]:
+        return owned_partitions(self.shard, self.shards, self.partitions)
+
+
+@dataclass
+class Entry:
+    state: DomainModel
+    version: int
+    recent: tuple[str, ...] = ()
+
+
+@dataclass
+class RehydrationStats:
+    events: int = 0
+    snapshots: int = 0
+    seconds: float = 0.0
+    from_checkpoint: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+class Shard:
+    """Single writer for the aggregates in its partitions. Not thread-safe: one caller at a time."""
+
+    def __init__(self, config: ShardConfig, aggregate: Aggregate[Any], registry: Registry) -> None:
+        self.config = config
+        self.aggregate = aggregate
+        self.registry = registry
+        self.events_topic = events_topic(config.service)
+        self.snapshots_topic = snapshots_topic(config.service)
+        self.owned = set(config.owned)
+        self.entries: dict[str, Entry] = {}
+        self.seen: OrderedDict[str, list[StoredEvent]] = OrderedDict()
+        self.next_offset: dict[int, int] = dict.fromkeys(self.owned, 0)
+        self.since_checkpoint: dict[int, int] = dict.fromkeys(self.owned, 0)
+        self.dirty: dict[int, set[str]] = {p: set() for p in self.owned}
+        self.producer = Producer(producer_config(config.kafka, config.transactional_id))
+        # Fences any previous instance with this transactional.id and aborts its open transaction.
+        self.producer.init_transactions(60)
+        self.stats = self.rehydrate()
+
+    # ---- rehydration -------------------------------------------------------------
+
+    def _consumer(self) -> Consumer:
+        group = f"{self.config.namespace}-{self.config.service}-shard-{self.config.shard}-loader"
+        return Consumer(consumer_config(self.config.kafka, group, **{"enable.partition.eof": True}))
+
+    def rehydrate(self) -> RehydrationStats:
+        started = time.perf_counter()
+        stats = RehydrationStats()
+        self.entries.clear()
+        self.seen.clear()
+        consumer = self._consumer()
+        try:
+            checkpoints = self._load_snapshots(consumer, stats)
+            starts = {p: checkpoints.get(p, 0) for p in self.owned}
+            stats.from_checkpoint = {p: o for p, o in starts.items() if o > 0}
+            for p, offset in starts.items():
+                self.next_offset[p] = offset
+            for msg in _read_to_end(consumer, self.events_topic, starts):
+                self._replay(msg)
+                stats.events += 1
+        finally:
+            consumer.close()
+        stats.seconds = time.perf_counter() - started
+        log.info(
+            "%s rehydrated %d aggregates from %d snapshots + %d events in %.2fs",
+            self.config.transactional_id, len(self.entries), stats.snapshots, stats.events,
+            stats.seconds,
+        )  # fmt: skip
+        return stats
+
+    def _load_snapshots(self, consumer: Consumer, stats: RehydrationStats) -> dict[int, int]:
+        """Latest snapshot of each aggregate plus, per partition, the offset they cover."""
+        checkpoints: dict[int, int] = {}
+        pending: dict[int, dict[str, Entry]] = {p: {} for p in self.owned}
+        corrupt: set[int] = set()
+        starts = dict.fromkeys(self.owned, 0)
+        for msg in _read_to_end(consumer, self.snapshots_topic, starts):
+            p, _ = position(msg)
+            if p in corrupt:
+                continue
+            try:
+                body = json.loads(msg.value() or b"")
+                if msg.key() == CHECKPOINT_KEY:
+                    checkpoints[p] = int(body["next_offset"])
+                else:
+                    key = (msg.key() or b"").decode()
+                    pending[p][key] = Entry(
+                        state=self.aggregate.state_type.model_validate(body["state"]),
+                        version=int(body["version"]),
+                        recent=tuple(body.get("recent", ())),
+                    )
+            except (ValueError, KeyError, TypeError) as exc:
+                # Case 2 of the runbook: a corrupt snapshot is ignored and the partition replays.
+                log.warning("snapshot partition %d is corrupt (%s); replaying from 0", p, exc)
+                corrupt.add(p)
+        for p in self.owned:
+            if p in corrupt or p not in checkpoints:
+                checkpoints.pop(p, None)
+                continue
+            self.entries.update(pending[p])
+            stats.snapshots += len(pending[p])
+        return checkpoints
+
+    def _replay(self, msg: Message) -> None:
+        p, offset = position(msg)
+        self.next_offset[p] = offset + 1
+        try:
+            stored = self.registry.decode_event(msg.value(), self.events_topic, p, offset)
+        except DecodeError as exc:
+            log.error("skipping undecodable event %s[%d]@%d: %s", self.events_topic, p, offset, exc)
+            return
+        env = stored.envelope
+        entry = self.entries.get(env.aggregate_id)
+        if entry is None:
+            entry = Entry(self.aggregate.initial(), 0)
+        if env.version != entry.version + 1:
+            log.error("version gap for %s: have %d, read %d", env.aggregate_id, entry.version, env.version)
+        recent = entry.recent
+        if not recent or recent[-1] != env.causation_id:
+            recent = (*recent, env.causation_id)[-RECENT_COMMANDS:]
+        self.entries[env.aggregate_id] = Entry(
+            self.aggregate.evolve(entry.state, stored.payload), env.version, recent
+        )
+        self._remember(env.causation_id, stored)
+        self.since_checkpoint[p] += 1
+        self.dirty[p].add(env.aggregate_id)
+
+    def _remember(self, command_id: str, stored: StoredEvent) -> None:
+        events = self.seen.get(command_id)
+        if events is None:
+            self.seen[command_id] = [stored]
+            if len(self.seen) > SEEN_CAPACITY:
+                self.seen.popitem(last=False)
+        else:
+            events.append(stored)
+
+    # ---- command handling --------------------------------------------------------
+
+    def handle(self, commands: list[Command]) -> list[Outcome]:
+        """Decide a batch of commands and append all resulting events in one transaction."""
+        for attempt in range(3):
+            try:
+                return self._handle_once(commands)
+            except KafkaException as exc:
+                if is_fatal(exc):
+                    raise ShardFenced(
+                        f"{self.config.transactional_id} was fenced by a newer instance: {exc}"
+                    ) from None
+                if not is_abortable(exc) or attempt == 2:
+                    raise
+                log.warning("transaction aborted (%s); retrying the batch", exc)
+                self.producer.abort_transaction(30)
+        raise AssertionError("unreachable")
+
+    def _handle_once(self, commands: list[Command]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(commands)
+        pending: dict[str, Entry] = {}
+        appended: list[tuple[int, list[tuple[Envelope, Event, int]]]] = []
+        positions: dict[tuple[int, int], tuple[int, int]] = {}
+        self.producer.begin_transaction()
+        for i, cmd in enumerate(commands):
+            outcome, staged = self._decide(cmd, pending)
+            if outcome is not None:
+                outcomes[i] = outcome
+                continue
+            appended.append((i, staged))
+            for j, (env, payload, p) in enumerate(staged):
+                self.producer.produce(
+                    self.events_topic,
+                    key=env.aggregate_id.encode(),
+                    value=self.registry.encode_event(env, payload),
+                    partition=p,
+                    headers=event_headers(env),
+                    on_delivery=partial(_record_position, positions, (i, j)),
+                )
+        self.producer.flush(60)
+        self.producer.commit_transaction(60)
+        # Committed: only now does the in-memory state move forward.
+        self.entries.update(pending)
+        for i, staged in appended:
+            stored = []
+            for j, (env, payload, _) in enumerate(staged):
+                part, offset = positions[(i, j)]
+                stored.append(
+                    StoredEvent(
+                        envelope=env, payload=payload, topic=self.events_topic,
+                        partition=part, offset=offset,
+                    )
+                )  # fmt: skip
+                self.next_offset[part] = max(self.next_offset[part], offset + 1)
+                self.since_checkpoint[part] += 1
+                self.dirty[part].add(env.aggregate_id)
+            cid = commands[i].command_id
+            self.seen[cid] = stored
+            if len(self.seen) > SEEN_CAPACITY:
+                self.seen.popitem(last=False)
+            outcomes[i] = Accepted(cid, stored)
+        self._maybe_snapshot()
+        return [o for o in outcomes if o is not None]
+
+    def _decide(
+        self, cmd: Command, pending: dict[str, Entry]
+    ) -> tuple[Outcome | None, list[tuple[Envelope, Event, int]]]:
+        cid = cmd.command_id
+        if cid in self.seen:
+            return Accepted(cid, list(self.seen[cid]), duplicate=True), []
+        agg_id = cmd.aggregate_id
+        p = partition_for(agg_id, self.config.partitions)
+        if p not in self.owned:
+            return Rejected(cid, "wrong_shard", f"{agg_id} belongs to partition {p}"), []
+        entry = pending.get(agg_id) or self.entries.get(agg_id) or Entry(self.aggregate.initial(), 0)
+        if cid in entry.recent:
+            return Accepted(cid, [], duplicate=True), []
+        try:
+            events = self.aggregate.decide(entry.state, cmd)
+            state, version = entry.state, entry.version
+            staged = []
+            now = utc_now()
+            for ev in events:
+                version += 1
+                state = self.aggregate.evolve(state, ev)
+                env = Envelope(
+                    event_id=new_id(),
+                    event_type=ev.type_name(),
+                    aggregate_type=self.aggregate.aggregate_type,
+                    aggregate_id=agg_id,
+                    version=version,
+                    occurred_at=now,
+                    correlation_id=cmd.correlation_id or agg_id,
+                    causation_id=cid,
+                    schema_version=ev.schema_version,
+                )
+                staged.append((env, ev, p))
+        except DomainError as exc:
+            return Rejected(cid, exc.code, exc.message), []
+        except Exception as exc:  # a handler bug must not take the shard down
+            log.exception("handler error on %s", cmd.type_name())
+            return Rejected(cid, "handler_error", f"{type(exc).__name__}: {exc}"), []
+        pending[agg_id] = Entry(state, version, (*entry.recent, cid)[-RECENT_COMMANDS:])
+        return None, staged
+
+    # ---- snapshots ---------------------------------------------------------------
+
+    def _maybe_snapshot(self, force: bool = False) -> int:
+        due = [
+            p
+            for p in self.owned
+            if self.dirty[p] and (force or self.since_checkpoint[p] >= self.config.snapshot_every)
+        ]
+        if not due:
+            return 0
+        written = 0
+        self.producer.begin_transaction()
+        for p in due:
+            for agg_id in self.dirty[p]:
+                entry = self.entries[agg_id]
+                body = {
+                    "state": entry.state.model_dump(mode="json"),
+                    "version": entry.version,
+                    "recent": list(entry.recent),
+                }
+                self.producer.produce(
+                    self.snapshots_topic, key=agg_id.encode(), value=json.dumps(body), partition=p
+                )
+                written += 1
+            marker = json.dumps({"next_offset": self.next_offset[p], "at": time.time()})
+            self.producer.produce(self.snapshots_topic, key=CHECKPOINT_KEY, value=marker, partition=p)
+        self.producer.flush(60)
+        self.producer.commit_transaction(60)
+        for p in due:
+            self.dirty[p].clear()
+            self.since_checkpoint[p] = 0
+        return written
+
+    def snapshot_now(self) -> int:
+        return self._maybe_snapshot(force=True)
+
+    # ---- reads -------------------------------------------------------------------
+
+    def state(self, aggregate_id: str) -> tuple[DomainModel, int]:
+        entry = self.entries.get(aggregate_id)
+        if entry is None:
+            return self.aggregate.initial(), 0
+        return entry.state, entry.version
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
+def _record_position(
+    positions: dict[tuple[int, int], tuple[int, int]],
+    slot: tuple[int, int],
+    err: KafkaError | None,
+    msg: Message,
+) -> None:
+    if err is not None:
+        raise KafkaException(err)
+    positions[slot] = position(msg)
+
+
+def position(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed or delivered message."""
+    p, offset = msg.partition(), msg.offset()
+    assert p is not None and offset is not None
+    return p, offset
+
+
+def _read_to_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> Any:
+    """Yield committed messages of the given partitions from `starts` to the current end."""
+    todo = set()
+    assignment = []
+    for p, start in starts.items():
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+        if high > start:
+            todo.add(p)
+            assignment.append(TopicPartition(topic, p, start if start > 0 else OFFSET_BEGINNING))
+    if not todo:
+        return
+    consumer.assign(assignment)
+    while todo:
+        for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+            err = msg.error()
+            if err is None:
+                yield msg
+            elif err.code() == KafkaError._PARTITION_EOF:
+                todo.discard(position(msg)[0])
+            else:
+                raise KafkaException(err)
+    consumer.unassign()

@@ -1,0 +1,30 @@
+"""Choreography runtime and the public client API: `system = choreography.connect("cluster.yaml")`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from choreography.errors import CommandRejected, InvalidCommand, ProjectionTimeout, ShardUnavailable
+
+if TYPE_CHECKING:
+    from choreography.system import System, connect
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that runtime modules (actors, projections) can import choreography.* helpers
+    # without pulling in the client API and creating an import cycle.
+    if name in ("System", "connect"):
+        from choreography import system
+
+        return getattr(system, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "CommandRejected",
+    "InvalidCommand",
+    "ProjectionTimeout",
+    "ShardUnavailable",
+    "System",
+    "connect",
+]

@@ -1,0 +1,182 @@
+"""The one bootstrap: reads cluster.yaml's `metadata:` topology and the environment into settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_KAFKA_BOOTSTRAP = "CHOREO_KAFKA_BOOTSTRAP"
+ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
+ENV_CONFIG = "CHOREO_CONFIG"
+DEFAULT_CONFIG = "cluster.yaml"
+
+
+class ConfigError(ValueError):
+    """cluster.yaml or the environment is invalid; the message names the offending key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security: dict[str, str] = Field(default_factory=dict)
+    """Extra librdkafka properties, e.g. security.protocol, sasl.mechanism."""
+
+    def client_config(self) -> dict[str, str]:
+        return {"bootstrap.servers": self.bootstrap_servers, **self.security}
+
+
+class TopicSpec(Strict):
+    name: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1)
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+class ServiceSpec(Strict):
+    shards: int = Field(ge=1, le=1024)
+    snapshot_every: int = Field(default=1000, ge=1)
+    """Write a snapshot checkpoint after this many events per partition."""
+    batch_max: int = Field(default=2000, ge=1)
+
+
+class ProjectionSpec(Strict):
+    topics: list[str] = Field(min_length=1)
+    batch_size: int = Field(default=50_000, ge=1)
+    flush_interval_ms: int = Field(default=200, ge=1)
+
+
+class ClickHouseSettings(Strict):
+    dsn: str = "chdb://.choreo/clickhouse"
+
+    @property
+    def embedded(self) -> bool:
+        return self.dsn.startswith("chdb://")
+
+
+class Settings(Strict):
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    topics: list[TopicSpec] = Field(min_length=1)
+    services: dict[str, ServiceSpec] = Field(min_length=1)
+    projections: dict[str, ProjectionSpec] = Field(default_factory=dict)
+    namespace: str = Field(default="choreo", pattern=r"^[A-Za-z0-9_-]+$")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        names = {t.name: t for t in self.topics}
+        for service in self.services:
+            for kind in ("commands", "events", "snapshots"):
+                if f"{service}-{kind}" not in names:
+                    raise ValueError(f"services.{service}: topic '{service}-{kind}' is not declared")
+            events, snaps = names[f"{service}-events"], names[f"{service}-snapshots"]
+            if events.partitions != snaps.partitions:
+                raise ValueError(
+                    f"services.{service}: {snaps.name} must have as many partitions as {events.name}"
+                )
+        for name, proj in self.projections.items():
+            for topic in proj.topics:
+                if topic not in names:
+                    raise ValueError(f"projections.{name}.topics: topic {topic!r} is not declared")
+        return self
+
+    def topic(self, name: str) -> TopicSpec:
+        for t in self.topics:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def partitions(self, service: str) -> int:
+        return self.topic(f"{service}-events").partitions
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Load cluster.yaml (or $CHOREO_CONFIG) and apply environment overrides."""
+    env = dict(os.environ) if env is None else env
+    cfg_path = Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG)
+    if not cfg_path.is_file():
+        raise ConfigError(f"config file not found: {cfg_path}")
+    try:
+        doc = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        raise ConfigError(f"{cfg_path}: missing the 'metadata:' mapping with the Choreo topology")
+    return settings_from_metadata(doc["metadata"], env, source=str(cfg_path))
+
+
+def settings_from_metadata(
+    metadata: dict[str, Any], env: dict[str, str], source: str = "metadata"
+) -> Settings:
+    data = dict(metadata)
+    if env.get(ENV_KAFKA_BOOTSTRAP):
+        data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": env[ENV_KAFKA_BOOTSTRAP]}
+    if env.get(ENV_CLICKHOUSE_DSN):
+        data["clickhouse"] = {**data.get("clickhouse", {}), "dsn": env[ENV_CLICKHOUSE_DSN]}
+    try:
+        settings = Settings.model_validate(_stringify_topic_configs(data))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid metadata: {_prefixed(exc)}") from None
+    return settings.model_copy(
+        update={"clickhouse": ClickHouseSettings(dsn=resolve_dsn(settings.clickhouse.dsn))}
+    )
+
+
+def resolve_dsn(dsn: str) -> str:
+    """Make an embedded chdb:// path absolute so every process points at the same directory."""
+    if not dsn.startswith("chdb://"):
+        return dsn
+    rest = dsn[len("chdb://") :]
+    if rest in ("", "memory", ":memory:") or rest.startswith("/"):
+        return dsn
+    return "chdb://" + str(Path(rest).resolve())
+
+
+def _stringify_topic_configs(data: dict[str, Any]) -> dict[str, Any]:
+    topics = data.get("topics")
+    if isinstance(topics, list):
+        data["topics"] = [
+            {**t, "config": {k: str(v) for k, v in (t.get("config") or {}).items()}}
+            if isinstance(t, dict)
+            else t
+            for t in topics
+        ]
+    return data
+
+
+def _prefixed(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"metadata.{loc}: {msg}" if loc else f"metadata.{msg}")
+    return "; ".join(parts)
+
+
+def validate_cluster_file(path: str | Path) -> Settings:
+    """Validate the whole file as `ray up` would, then the Choreo topology in its `metadata:`."""
+    import copy
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg_path = Path(path)
+    if not cfg_path.is_file():
+        raise ConfigError(f"config file not found: {cfg_path}")
+    try:
+        doc = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    try:
+        validate_config(prepare_config(copy.deepcopy(doc)))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        path_hint = ".".join(str(p) for p in getattr(exc, "absolute_path", []) or [])
+        where = f" at '{path_hint}'" if path_hint else ""
+        raise ConfigError(f"{cfg_path}: Ray rejects the cluster config{where}: {first}") from None
+    return load_settings(cfg_path, env={})

@@ -1,0 +1,61 @@
+"""librdkafka client settings used on Choreo's hot paths (transactional producers, batch consumers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+
+def producer_config(base: dict[str, str], transactional_id: str | None = None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        **base,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "compression.type": "lz4",
+        "message.max.bytes": 16_000_000,
+        "log_level": 3,
+    }
+    if transactional_id:
+        cfg["transactional.id"] = transactional_id
+        cfg["transaction.timeout.ms"] = 60_000
+    return cfg
+
+
+def consumer_config(base: dict[str, str], group_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        **base,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 52_428_800,
+        "max.partition.fetch.bytes": 16_777_216,
+        "fetch.wait.max.ms": 50,
+        "queued.max.messages.kbytes": 262_144,
+        "log_level": 3,
+        **extra,
+    }
+
+
+def is_fatal(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and (
+        err.fatal()
+        or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+    )
+
+
+def is_abortable(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.txn_requires_abort()
+
+
+def is_retriable(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.retriable()

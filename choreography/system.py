@@ -1,0 +1,190 @@
+"""The public client API: connect, submit commands, read state, query analytics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from actors.outcomes import Accepted, Outcome, Rejected
+from actors.shard import ShardConfig
+from actors.shard_actor import spawn_shard
+from choreography.config import Settings, load_settings
+from choreography.errors import CommandRejected, ProjectionTimeout, ShardUnavailable
+from choreography.topics import ensure_topics, shard_for
+from events import default_registry
+from events.base import Command, DomainModel, StoredEvent
+from projections.host import spawn_projection_host
+from projections.sink import QueryResult
+
+log = logging.getLogger("choreo.system")
+
+
+class System:
+    """A handle on a running Choreo deployment: shard actors, projections, Kafka topics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ray_address: str | None = None,
+        detached: bool = False,
+        projections: bool = True,
+        create_topics: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.registry = default_registry()
+        if not ray.is_initialized():
+            ray.init(
+                address=ray_address or os.environ.get("RAY_ADDRESS"),
+                namespace=settings.namespace,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=os.environ.get("CHOREO_RAY_LOGS") == "1",
+            )
+        if create_topics:
+            ensure_topics(settings)
+        self.shards: dict[str, list[Any]] = {}
+        for service, spec in settings.services.items():
+            self.shards[service] = [
+                spawn_shard(self.shard_config(service, i), detached=detached) for i in range(spec.shards)
+            ]
+        self.projection_host: Any = None
+        if projections and settings.projections:
+            self.projection_host = spawn_projection_host(
+                settings.clickhouse.dsn,
+                settings.kafka.client_config(),
+                settings.namespace,
+                {n: p.model_dump(exclude={"topics"}) for n, p in settings.projections.items()},
+                detached=detached,
+            )
+        self.wait_ready()
+
+    def shard_config(self, service: str, shard: int) -> ShardConfig:
+        spec = self.settings.services[service]
+        return ShardConfig(
+            service=service,
+            shard=shard,
+            shards=spec.shards,
+            partitions=self.settings.partitions(service),
+            kafka=self.settings.kafka.client_config(),
+            namespace=self.settings.namespace,
+            snapshot_every=spec.snapshot_every,
+        )
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        refs = [a.info.remote() for actors in self.shards.values() for a in actors]
+        if self.projection_host is not None:
+            refs.append(self.projection_host.pid.remote())
+        ray.get(refs, timeout=timeout)
+
+    def shard(self, service: str, aggregate_id: str) -> Any:
+        actors = self.shards[service]
+        return actors[shard_for(aggregate_id, len(actors), self.settings.partitions(service))]
+
+    # ---- commands ----------------------------------------------------------------
+
+    def submit(self, command: Command, timeout: float = 60) -> list[StoredEvent]:
+        """Handle one command. Returns its events, or raises CommandRejected."""
+        outcome = self.submit_many([command], timeout=timeout)[0]
+        if isinstance(outcome, Rejected):
+            raise CommandRejected(outcome.command_id, outcome.code, outcome.reason)
+        return outcome.events
+
+    def submit_dict(self, type_name: str, data: dict[str, Any], timeout: float = 60) -> list[StoredEvent]:
+        """Validate untrusted input into a command (InvalidCommand on error), then submit it."""
+        return self.submit(self.registry.parse_command(type_name, data), timeout=timeout)
+
+    def submit_many(self, commands: Sequence[Command], timeout: float = 120) -> list[Outcome]:
+        """Handle many commands with one Ray call per shard and batch. Keeps the input order.
+
+        A shard that dies mid-call is restarted by Ray and the call is retried; the shard
+        deduplicates by command id, so each command takes effect exactly once."""
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for i, cmd in enumerate(commands):
+            if cmd.target not in self.shards:
+                raise ValueError(f"no service {cmd.target!r} for {cmd.type_name()}")
+            actors = self.shards[cmd.target]
+            idx = shard_for(cmd.aggregate_id, len(actors), self.settings.partitions(cmd.target))
+            groups[(cmd.target, idx)].append(i)
+        calls: list[tuple[list[int], Any]] = []
+        for (service, idx), members in groups.items():
+            step = self.settings.services[service].batch_max
+            for start in range(0, len(members), step):
+                chunk = members[start : start + step]
+                ref = self.shards[service][idx].handle.remote([commands[i] for i in chunk])
+                calls.append((chunk, ref))
+        results: list[Outcome | None] = [None] * len(commands)
+        deadline = time.monotonic() + timeout
+        for chunk, ref in calls:
+            try:
+                outcomes = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+            except (GetTimeoutError, RayActorError) as exc:
+                raise ShardUnavailable(
+                    f"no answer from a shard within {timeout:.0f}s ({type(exc).__name__}); "
+                    "resubmit the same commands: they are deduplicated by command id"
+                ) from exc
+            for i, outcome in zip(chunk, outcomes, strict=True):
+                results[i] = outcome
+        return [r for r in results if r is not None]
+
+    # ---- reads -------------------------------------------------------------------
+
+    def state(self, service: str, aggregate_id: str) -> tuple[DomainModel, int]:
+        """Current state and version of one aggregate, from its shard's memory."""
+        state, version = ray.get(self.shard(service, aggregate_id).state.remote(aggregate_id))
+        return state, version
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        """Run analytics SQL against the ClickHouse read side."""
+        if self.projection_host is None:
+            raise RuntimeError("this System was started without projections")
+        result: QueryResult = ray.get(self.projection_host.query.remote(sql, parameters))
+        return result
+
+    def wait_for(
+        self, events: Iterable[StoredEvent], projection: str = "orders", timeout: float = 30
+    ) -> None:
+        """Block until `projection` has stored every given event (read-your-writes)."""
+        needed: dict[tuple[str, int], int] = {}
+        for ev in events:
+            key = (ev.topic, ev.partition)
+            needed[key] = max(needed.get(key, 0), ev.offset + 1)
+        deadline = time.monotonic() + timeout
+        while True:
+            have = ray.get(self.projection_host.positions.remote(projection))
+            if all(have.get(k, 0) >= v for k, v in needed.items()):
+                return
+            if time.monotonic() > deadline:
+                behind = {f"{t}[{p}]": (have.get((t, p), 0), v) for (t, p), v in needed.items()}
+                raise ProjectionTimeout(
+                    f"projection {projection!r} did not reach {behind} (have, need) in {timeout}s"
+                )
+            time.sleep(0.02)
+
+    def projection_status(self) -> dict[str, dict[str, Any]]:
+        status: dict[str, dict[str, Any]] = ray.get(self.projection_host.status.remote())
+        return status
+
+    def close(self) -> None:
+        """Stop the actors this process created (detached ones keep running)."""
+        if self.projection_host is not None:
+            try:
+                ray.get(self.projection_host.stop.remote(), timeout=30)
+            except Exception as exc:  # best effort on shutdown
+                log.warning("projection host did not stop cleanly: %s", exc)
+
+
+def connect(config: str | Path | None = None, *, settings: Settings | None = None, **options: Any) -> System:
+    """Bootstrap from cluster.yaml (or $CHOREO_CONFIG) and the environment, and start the system."""
+    return System(settings or load_settings(config), **options)
+
+
+__all__ = ["Accepted", "Rejected", "System", "connect"]

@@ -1,0 +1,96 @@
+"""Topic names, the aggregate-id -> partition mapping, and topic creation from the topology."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from choreography.config import Settings, TopicSpec
+
+log = logging.getLogger("choreo.topics")
+
+
+def events_topic(service: str) -> str:
+    return f"{service}-events"
+
+
+def commands_topic(service: str) -> str:
+    return f"{service}-commands"
+
+
+def snapshots_topic(service: str) -> str:
+    return f"{service}-snapshots"
+
+
+DLQ_TOPIC = "choreo-dead-letters"
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Stable partition of an aggregate id. Producers set it explicitly so routing never drifts."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def owned_partitions(shard: int, shards: int, partitions: int) -> list[int]:
+    """Partitions a shard owns: every `shards`-th one, starting at its index."""
+    return list(range(shard, partitions, shards))
+
+
+def shard_for(key: str, shards: int, partitions: int) -> int:
+    return partition_for(key, partitions) % shards
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({**settings.kafka.client_config(), "log_level": 3})
+
+
+def broker_count(admin: AdminClient, timeout: float = 10.0) -> int:
+    return len(admin.list_topics(timeout=timeout).brokers)
+
+
+def capped(spec: TopicSpec, brokers: int) -> TopicSpec:
+    """Cap the replication factor and min.insync.replicas to what the cluster can hold."""
+    config = dict(spec.config)
+    rf = spec.replication_factor
+    if rf > brokers:
+        log.warning("topic %s: replication_factor %d capped to %d (broker count)", spec.name, rf, brokers)
+        rf = brokers
+    isr = config.get("min.insync.replicas")
+    if isr is not None and int(isr) > rf:
+        log.warning("topic %s: min.insync.replicas %s capped to %d", spec.name, isr, rf)
+        config["min.insync.replicas"] = str(rf)
+    return spec.model_copy(update={"replication_factor": rf, "config": config})
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create every declared topic that does not exist yet. Returns the names created."""
+    admin = admin_client(settings)
+    brokers = broker_count(admin, timeout)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    specs = [capped(t, brokers) for t in settings.topics if t.name not in existing]
+    if not specs:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in specs],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+    return created
+
+
+def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    todo = [n for n in names if n in existing]
+    if todo:
+        for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
+            fut.result()

@@ -1,0 +1,93 @@
+"""Base classes for domain events and commands, and the envelope every stored event carries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def new_id() -> str:
+    """A fresh random identifier (hex UUID4)."""
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DomainModel(BaseModel):
+    """Frozen pydantic model that rejects unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(DomainModel):
+    """A fact, named in the past tense. Only the payload; the envelope is separate."""
+
+    schema_version: ClassVar[int] = 1
+    aggregate_type: ClassVar[str] = ""
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+class Command(DomainModel):
+    """An intent, named in the imperative. `target` names the service that handles it."""
+
+    target: ClassVar[str] = ""
+    command_id: str = Field(default_factory=new_id, min_length=1)
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+    @property
+    def aggregate_id(self) -> str:
+        raise NotImplementedError
+
+
+class Envelope(DomainModel):
+    """Metadata stored with every event."""
+
+    event_id: str
+    event_type: str
+    aggregate_type: str
+    aggregate_id: str
+    version: int = Field(ge=1)
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: str
+    schema_version: int = 1
+
+
+class StoredEvent(DomainModel):
+    """An event as it sits in the log: envelope, payload and its Kafka position."""
+
+    envelope: Envelope
+    payload: Event
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def version(self) -> int:
+        return self.envelope.version
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.envelope.aggregate_id
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "type": self.envelope.event_type,
+            "aggregate_id": self.envelope.aggregate_id,
+            "version": self.envelope.version,
+            "partition": self.partition,
+            "offset": self.offset,
+        }

@@ -1,0 +1,136 @@
+"""Type registry, upcasters and the JSON wire codec for events and commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from events.base import Command, Envelope, Event, StoredEvent
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+TYPE_HEADER = "choreo.type"
+VERSION_HEADER = "choreo.schema_version"
+
+
+class DecodeError(ValueError):
+    """A stored message could not be decoded or upcast into a known type."""
+
+
+class InvalidCommand(ValueError):
+    """A command failed validation; the message says which field and why."""
+
+
+class Registry:
+    """Maps type names to classes and applies upcasters (vN -> vN+1) on read."""
+
+    def __init__(
+        self,
+        events: Iterable[type[Event]] = (),
+        commands: Iterable[type[Command]] = (),
+    ) -> None:
+        self.events: dict[str, type[Event]] = {e.type_name(): e for e in events}
+        self.commands: dict[str, type[Command]] = {c.type_name(): c for c in commands}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def add_upcaster(self, event_type: str, from_version: int, fn: Upcaster) -> None:
+        self._upcasters[(event_type, from_version)] = fn
+
+    def event_class(self, name: str) -> type[Event]:
+        try:
+            return self.events[name]
+        except KeyError:
+            raise DecodeError(f"unknown event type {name!r}") from None
+
+    def command_class(self, name: str) -> type[Command]:
+        try:
+            return self.commands[name]
+        except KeyError:
+            known = ", ".join(sorted(self.commands))
+            raise InvalidCommand(f"unknown command type {name!r}; known: {known}") from None
+
+    # ---- events ---------------------------------------------------------------
+
+    def upcast(self, event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+        target = self.event_class(event_type).schema_version
+        while version < target:
+            fn = self._upcasters.get((event_type, version))
+            if fn is None:
+                raise DecodeError(f"no upcaster for {event_type} v{version} -> v{version + 1}")
+            data = fn(data)
+            version += 1
+        if version > target:
+            raise DecodeError(f"{event_type} v{version} is newer than this code (v{target})")
+        return data
+
+    def encode_event(self, envelope: Envelope, payload: Event) -> bytes:
+        return b'{"envelope":%s,"payload":%s}' % (
+            envelope.model_dump_json().encode(),
+            payload.model_dump_json().encode(),
+        )
+
+    def decode_event(self, value: bytes | None, topic: str, partition: int, offset: int) -> StoredEvent:
+        if not value:
+            raise DecodeError("empty message value")
+        try:
+            raw = json.loads(value)
+            env = raw["envelope"]
+            data = raw["payload"]
+            event_type = env["event_type"]
+            cls = self.event_class(event_type)
+            data = self.upcast(event_type, int(env.get("schema_version", 1)), data)
+            env["schema_version"] = cls.schema_version
+            return StoredEvent(
+                envelope=Envelope.model_validate(env),
+                payload=cls.model_validate(data),
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+        except DecodeError:
+            raise
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            raise DecodeError(f"undecodable event: {type(exc).__name__}: {exc}") from exc
+
+    # ---- commands -------------------------------------------------------------
+
+    def parse_command(self, type_name: str, data: dict[str, Any]) -> Command:
+        """Build a command from untrusted input, turning validation errors into InvalidCommand."""
+        cls = self.command_class(type_name)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidCommand(f"invalid {type_name}: {describe_validation_error(exc)}") from None
+
+    def encode_command(self, command: Command) -> bytes:
+        return b'{"type":"%s","command":%s}' % (
+            command.type_name().encode(),
+            command.model_dump_json().encode(),
+        )
+
+    def decode_command(self, value: bytes | None) -> Command:
+        if not value:
+            raise DecodeError("empty message value")
+        try:
+            raw = json.loads(value)
+            return self.parse_command(raw["type"], raw["command"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DecodeError(f"undecodable command: {type(exc).__name__}: {exc}") from exc
+
+
+def event_headers(envelope: Envelope) -> list[tuple[str, str | bytes | None]]:
+    return [
+        (TYPE_HEADER, envelope.event_type.encode()),
+        (VERSION_HEADER, str(envelope.schema_version).encode()),
+    ]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

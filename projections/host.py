@@ -1,0 +1,131 @@
+"""The Ray actor that owns the ClickHouse engine and runs projection loops in a background thread.
+
+With the embedded chdb:// engine only one engine may exist per process, so exactly one host runs
+every projection and all reads go through it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import ray
+
+from events import default_registry
+from projections import projection_for
+from projections.runner import ProjectionRunner
+from projections.sink import ClickHouseSink, QueryResult
+
+log = logging.getLogger("choreo.projection.host")
+
+
+class ProjectionHost:
+    def __init__(
+        self,
+        dsn: str,
+        kafka: dict[str, str],
+        namespace: str,
+        projections: dict[str, dict[str, int]],
+    ) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        self.sink = ClickHouseSink(dsn)
+        registry = default_registry()
+        self.runners: dict[str, ProjectionRunner] = {}
+        for name, opts in projections.items():
+            runner = ProjectionRunner(
+                projection_for(name),
+                self.sink,
+                kafka,
+                registry,
+                group_id=f"{namespace}-projection-{name}",
+                batch_size=opts.get("batch_size", 50_000),
+                flush_interval_ms=opts.get("flush_interval_ms", 200),
+            )
+            runner.start()
+            self.runners[name] = runner
+        self.paused: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="projections", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                busy = False
+                for name, runner in self.runners.items():
+                    with self.lock:
+                        if name in self.paused:
+                            continue
+                        busy |= runner.poll_batch().events > 0
+                if not busy:
+                    time.sleep(0.02)
+        except Exception:
+            # Crash-only: Ray restarts the actor and every projection resumes from ClickHouse.
+            log.exception("projection loop failed; exiting so Ray restarts this actor")
+            os._exit(1)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        return self.sink.query(sql, parameters)
+
+    def positions(self, name: str) -> dict[tuple[str, int], int]:
+        return self.runners[name].positions()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "events": r.totals.events,
+                "rows": r.totals.rows,
+                "poison": r.totals.poison,
+                "paused": name in self.paused,
+                "positions": r.positions(),
+            }
+            for name, r in self.runners.items()
+        }
+
+    def pause(self, name: str) -> None:
+        with self.lock:
+            self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        with self.lock:
+            self.paused.discard(name)
+
+    def rebuild(self, name: str) -> None:
+        with self.lock:
+            self.runners[name].rebuild()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        for r in self.runners.values():
+            r.stop()
+        self.sink.close()
+
+
+RemoteProjectionHost = ray.remote(ProjectionHost)
+
+
+def spawn_projection_host(
+    dsn: str,
+    kafka: dict[str, str],
+    namespace: str,
+    projections: dict[str, dict[str, int]],
+    *,
+    detached: bool = False,
+) -> Any:
+    return RemoteProjectionHost.options(
+        name="projection-host",
+        namespace=namespace,
+        get_if_exists=True,
+        lifetime="detached" if detached else None,
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=-1,
+        max_concurrency=8,
+    ).remote(dsn, kafka, namespace, projections)

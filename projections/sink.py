@@ -1,0 +1,67 @@
+"""ClickHouse access through clickhouse-connect: embedded chdb:// or an http(s):// server."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+
+from projections.base import POSITION_COLUMNS, Row, Table
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+
+class ClickHouseSink:
+    """Thread-safe wrapper: one client, batched inserts, and the stored Kafka positions."""
+
+    def __init__(self, dsn: str) -> None:
+        if dsn.startswith("chdb://") and dsn not in ("chdb://", "chdb://memory"):
+            Path(dsn[len("chdb://") :]).mkdir(parents=True, exist_ok=True)
+        self.dsn = dsn
+        self.client = clickhouse_connect.get_client(dsn=dsn)
+        self.lock = threading.RLock()
+
+    def command(self, sql: str) -> Any:
+        with self.lock:
+            return self.client.command(sql)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        with self.lock:
+            result = self.client.query(sql, parameters=parameters)
+            return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.query(sql, parameters).rows
+
+    def create(self, table: Table) -> None:
+        self.command(table.ddl)
+
+    def drop(self, table: Table) -> None:
+        self.command(f"DROP TABLE IF EXISTS {table.name}")
+
+    def insert(self, table: Table, rows: list[Row]) -> None:
+        if rows:
+            with self.lock:
+                self.client.insert(table.name, rows, column_names=[*table.columns, *POSITION_COLUMNS])
+
+    def max_offsets(self, table: Table) -> dict[tuple[str, int], int]:
+        """The highest Kafka offset stored in `table`, per (topic, partition)."""
+        sql = f"SELECT _topic, _partition, max(_offset) FROM {table.name} GROUP BY _topic, _partition"
+        return {(t, int(p)): int(o) for t, p, o in self.rows(sql)}
+
+    def close(self) -> None:
+        with self.lock:
+            self.client.close()
