@@ -51,6 +51,7 @@ class ShardConfig(BaseModel):
     partitions: int
     kafka: dict[str, str]
     namespace: str = "choreo"
+    topic_prefix: str = ""
     snapshot_every: int = 1000
 
     @property
@@ -88,8 +89,8 @@ class Shard:
         self.config = config
         self.aggregate = aggregate
         self.registry = registry
-        self.events_topic = events_topic(config.service)
-        self.snapshots_topic = snapshots_topic(config.service)
+        self.events_topic = events_topic(config.service, config.topic_prefix)
+        self.snapshots_topic = snapshots_topic(config.service, config.topic_prefix)
         self.owned = set(config.owned)
         self.entries: dict[str, Entry] = {}
         self.seen: OrderedDict[str, list[StoredEvent]] = OrderedDict()
@@ -204,7 +205,14 @@ class Shard:
         """Decide a batch of commands and append all resulting events in one transaction."""
         for attempt in range(3):
             try:
-                return self._handle_once(commands)
+                try:
+                    return self._handle_once(commands)
+                except SystemError as wrapped:
+                    # librdkafka can raise a fatal error from inside flush()'s callback dispatch.
+                    cause = wrapped.__cause__ or wrapped.__context__
+                    if isinstance(cause, KafkaException):
+                        raise cause from None
+                    raise
             except KafkaException as exc:
                 if is_fatal(exc):
                     raise ShardFenced(
@@ -220,7 +228,7 @@ class Shard:
         outcomes: list[Outcome | None] = [None] * len(commands)
         pending: dict[str, Entry] = {}
         appended: list[tuple[int, list[tuple[Envelope, Event, int]]]] = []
-        positions: dict[tuple[int, int], tuple[int, int]] = {}
+        positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = {}
         self.producer.begin_transaction()
         for i, cmd in enumerate(commands):
             outcome, staged = self._decide(cmd, pending)
@@ -238,13 +246,16 @@ class Shard:
                     on_delivery=partial(_record_position, positions, (i, j)),
                 )
         self.producer.flush(60)
+        for delivered in positions.values():
+            if isinstance(delivered, KafkaError):
+                raise KafkaException(delivered)
         self.producer.commit_transaction(60)
         # Committed: only now does the in-memory state move forward.
         self.entries.update(pending)
         for i, staged in appended:
             stored = []
             for j, (env, payload, _) in enumerate(staged):
-                part, offset = positions[(i, j)]
+                part, offset = positions[(i, j)]  # type: ignore[misc]
                 stored.append(
                     StoredEvent(
                         envelope=env, payload=payload, topic=self.events_topic,
@@ -352,14 +363,13 @@ class Shard:
 
 
 def _record_position(
-    positions: dict[tuple[int, int], tuple[int, int]],
+    positions: dict[tuple[int, int], tuple[int, int] | KafkaError],
     slot: tuple[int, int],
     err: KafkaError | None,
     msg: Message,
 ) -> None:
-    if err is not None:
-        raise KafkaException(err)
-    positions[slot] = position(msg)
+    # Delivery callbacks must not raise; the error is re-raised after flush().
+    positions[slot] = err if err is not None else position(msg)
 
 
 def position(msg: Message) -> tuple[int, int]:

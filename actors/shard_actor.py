@@ -27,6 +27,10 @@ class ShardActor:
     def state(self, aggregate_id: str) -> tuple[DomainModel, int]:
         return self.shard.state(aggregate_id)
 
+    def dump(self) -> dict[str, tuple[DomainModel, int]]:
+        """Every aggregate this shard holds, with its version (for audits and tests)."""
+        return {k: (e.state, e.version) for k, e in self.shard.entries.items()}
+
     def snapshot_now(self) -> int:
         return self.shard.snapshot_now()
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 ENV_KAFKA_BOOTSTRAP = "CHOREO_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
 ENV_CONFIG = "CHOREO_CONFIG"
+ENV_TOPIC_PREFIX = "CHOREO_TOPIC_PREFIX"
 DEFAULT_CONFIG = "cluster.yaml"
 
 
@@ -67,6 +68,8 @@ class Settings(Strict):
     services: dict[str, ServiceSpec] = Field(min_length=1)
     projections: dict[str, ProjectionSpec] = Field(default_factory=dict)
     namespace: str = Field(default="choreo", pattern=r"^[A-Za-z0-9_-]+$")
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    """Prepended to every topic name; lets several deployments (or test runs) share a broker."""
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -91,6 +94,9 @@ class Settings(Strict):
             if t.name == name:
                 return t
         raise KeyError(name)
+
+    def topic_name(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
 
     def partitions(self, service: str) -> int:
         return self.topic(f"{service}-events").partitions
@@ -119,6 +125,8 @@ def settings_from_metadata(
         data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": env[ENV_KAFKA_BOOTSTRAP]}
     if env.get(ENV_CLICKHOUSE_DSN):
         data["clickhouse"] = {**data.get("clickhouse", {}), "dsn": env[ENV_CLICKHOUSE_DSN]}
+    if env.get(ENV_TOPIC_PREFIX):
+        data["topic_prefix"] = env[ENV_TOPIC_PREFIX]
     try:
         settings = Settings.model_validate(_stringify_topic_configs(data))
     except ValidationError as exc:

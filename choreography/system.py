@@ -27,6 +27,20 @@ from projections.sink import QueryResult
 log = logging.getLogger("choreo.system")
 
 
+def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
+    spec = settings.services[service]
+    return ShardConfig(
+        service=service,
+        shard=shard,
+        shards=spec.shards,
+        partitions=settings.partitions(service),
+        kafka=settings.kafka.client_config(),
+        namespace=settings.namespace,
+        topic_prefix=settings.topic_prefix,
+        snapshot_every=spec.snapshot_every,
+    )
+
+
 class System:
     """A handle on a running Choreo deployment: shard actors, projections, Kafka topics."""
 
@@ -40,6 +54,7 @@ class System:
         create_topics: bool = True,
     ) -> None:
         self.settings = settings
+        self.detached = detached
         self.registry = default_registry()
         if not ray.is_initialized():
             ray.init(
@@ -54,7 +69,7 @@ class System:
         self.shards: dict[str, list[Any]] = {}
         for service, spec in settings.services.items():
             self.shards[service] = [
-                spawn_shard(self.shard_config(service, i), detached=detached) for i in range(spec.shards)
+                spawn_shard(shard_config(settings, service, i), detached=detached) for i in range(spec.shards)
             ]
         self.projection_host: Any = None
         if projections and settings.projections:
@@ -62,22 +77,11 @@ class System:
                 settings.clickhouse.dsn,
                 settings.kafka.client_config(),
                 settings.namespace,
+                settings.topic_prefix,
                 {n: p.model_dump(exclude={"topics"}) for n, p in settings.projections.items()},
                 detached=detached,
             )
         self.wait_ready()
-
-    def shard_config(self, service: str, shard: int) -> ShardConfig:
-        spec = self.settings.services[service]
-        return ShardConfig(
-            service=service,
-            shard=shard,
-            shards=spec.shards,
-            partitions=self.settings.partitions(service),
-            kafka=self.settings.kafka.client_config(),
-            namespace=self.settings.namespace,
-            snapshot_every=spec.snapshot_every,
-        )
 
     def wait_ready(self, timeout: float = 300) -> None:
         refs = [a.info.remote() for actors in self.shards.values() for a in actors]
@@ -173,13 +177,20 @@ class System:
         status: dict[str, dict[str, Any]] = ray.get(self.projection_host.status.remote())
         return status
 
+    def actors(self) -> list[Any]:
+        found = [a for actors in self.shards.values() for a in actors]
+        return [*found, self.projection_host] if self.projection_host is not None else found
+
     def close(self) -> None:
-        """Stop the actors this process created (detached ones keep running)."""
+        """Stop cleanly. Actors of a non-detached system are ended; detached ones keep running."""
         if self.projection_host is not None:
             try:
                 ray.get(self.projection_host.stop.remote(), timeout=30)
             except Exception as exc:  # best effort on shutdown
                 log.warning("projection host did not stop cleanly: %s", exc)
+        if not self.detached:
+            for actor in self.actors():
+                ray.kill(actor, no_restart=True)
 
 
 def connect(config: str | Path | None = None, *, settings: Settings | None = None, **options: Any) -> System:

@@ -13,19 +13,20 @@ from choreography.config import Settings, TopicSpec
 log = logging.getLogger("choreo.topics")
 
 
-def events_topic(service: str) -> str:
-    return f"{service}-events"
+def events_topic(service: str, prefix: str = "") -> str:
+    return f"{prefix}{service}-events"
 
 
-def commands_topic(service: str) -> str:
-    return f"{service}-commands"
+def commands_topic(service: str, prefix: str = "") -> str:
+    return f"{prefix}{service}-commands"
 
 
-def snapshots_topic(service: str) -> str:
-    return f"{service}-snapshots"
+def snapshots_topic(service: str, prefix: str = "") -> str:
+    return f"{prefix}{service}-snapshots"
 
 
-DLQ_TOPIC = "choreo-dead-letters"
+def dlq_topic(prefix: str = "") -> str:
+    return f"{prefix}choreo-dead-letters"
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -69,7 +70,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     admin = admin_client(settings)
     brokers = broker_count(admin, timeout)
     existing = set(admin.list_topics(timeout=timeout).topics)
-    specs = [capped(t, brokers) for t in settings.topics if t.name not in existing]
+    named = [t.model_copy(update={"name": settings.topic_name(t.name)}) for t in settings.topics]
+    specs = [capped(t, brokers) for t in named if t.name not in existing]
     if not specs:
         return []
     futures = admin.create_topics(

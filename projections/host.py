@@ -27,6 +27,7 @@ class ProjectionHost:
         dsn: str,
         kafka: dict[str, str],
         namespace: str,
+        topic_prefix: str,
         projections: dict[str, dict[str, int]],
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -40,6 +41,7 @@ class ProjectionHost:
                 kafka,
                 registry,
                 group_id=f"{namespace}-projection-{name}",
+                topic_prefix=topic_prefix,
                 batch_size=opts.get("batch_size", 50_000),
                 flush_interval_ms=opts.get("flush_interval_ms", 200),
             )
@@ -115,6 +117,7 @@ def spawn_projection_host(
     dsn: str,
     kafka: dict[str, str],
     namespace: str,
+    topic_prefix: str,
     projections: dict[str, dict[str, int]],
     *,
     detached: bool = False,
@@ -128,4 +131,4 @@ def spawn_projection_host(
         max_restarts=-1,
         max_task_retries=-1,
         max_concurrency=8,
-    ).remote(dsn, kafka, namespace, projections)
+    ).remote(dsn, kafka, namespace, topic_prefix, projections)

@@ -43,6 +43,7 @@ class ProjectionRunner:
         registry: Registry,
         *,
         group_id: str,
+        topic_prefix: str = "",
         batch_size: int = 50_000,
         flush_interval_ms: int = 200,
         on_poison: PoisonHandler | None = None,
@@ -52,6 +53,7 @@ class ProjectionRunner:
         self.kafka = kafka
         self.registry = registry
         self.group_id = group_id
+        self.topics = [f"{topic_prefix}{t}" for t in projection.topics]
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000
         self.on_poison = on_poison
@@ -68,7 +70,7 @@ class ProjectionRunner:
             self.table_max[table.name] = self.sink.max_offsets(table)
         self.consumer = Consumer(consumer_config(self.kafka, self.group_id))
         assignment = []
-        for topic in self.projection.topics:
+        for topic in self.topics:
             meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
             if meta.error is not None:
                 raise KafkaException(meta.error)

@@ -1,0 +1,84 @@
+"""The bootstrap: cluster.yaml topology, env overrides, errors that name the key, topic capping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from choreography.config import ConfigError, load_settings, validate_cluster_file
+from choreography.topics import capped, owned_partitions, partition_for, shard_for
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "cluster.yaml"
+
+
+def _write(tmp_path: Path, doc: dict) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_repo_cluster_yaml_loads_with_events_kept_forever() -> None:
+    settings = load_settings(CLUSTER, env={})
+    events = settings.topic("order-events")
+    assert events.config["retention.ms"] == "-1"
+    assert settings.topic("order-snapshots").config["cleanup.policy"] == "compact"
+    assert settings.services["order"].shards >= 1
+    assert settings.clickhouse.dsn.startswith("chdb:///")
+
+
+def test_repo_cluster_yaml_passes_rays_own_validator() -> None:
+    assert validate_cluster_file(CLUSTER).services
+
+
+def test_unknown_top_level_key_is_rejected_by_ray_validation(tmp_path: Path) -> None:
+    doc = yaml.safe_load(CLUSTER.read_text())
+    doc["bogus_key"] = 1
+    with pytest.raises(ConfigError, match="bogus_key"):
+        validate_cluster_file(_write(tmp_path, doc))
+
+
+def test_bad_metadata_names_the_offending_key(tmp_path: Path) -> None:
+    doc = yaml.safe_load(CLUSTER.read_text())
+    doc["metadata"]["services"]["order"]["shards"] = 0
+    with pytest.raises(ConfigError, match=r"metadata\.services\.order\.shards"):
+        load_settings(_write(tmp_path, doc), env={})
+
+
+def test_service_without_its_topics_is_rejected(tmp_path: Path) -> None:
+    doc = yaml.safe_load(CLUSTER.read_text())
+    doc["metadata"]["services"]["ghost"] = {"shards": 1}
+    with pytest.raises(ConfigError, match="ghost-commands"):
+        load_settings(_write(tmp_path, doc), env={})
+
+
+def test_environment_overrides_the_file() -> None:
+    env = {"CHOREO_KAFKA_BOOTSTRAP": "kafka:29092", "CHOREO_CLICKHOUSE_DSN": "http://ch:8123"}
+    settings = load_settings(CLUSTER, env=env)
+    assert settings.kafka.bootstrap_servers == "kafka:29092"
+    assert settings.clickhouse.dsn == "http://ch:8123"
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", env={})
+
+
+def test_replication_and_min_isr_are_capped_to_the_broker_count(caplog: pytest.LogCaptureFixture) -> None:
+    spec = load_settings(CLUSTER, env={}).topic("order-events")
+    assert spec.replication_factor == 3
+    one = capped(spec, brokers=1)
+    assert one.replication_factor == 1
+    assert one.config["min.insync.replicas"] == "1"
+    assert "capped" in caplog.text
+    assert capped(spec, brokers=3) == spec
+
+
+def test_partitions_are_stable_and_shards_own_disjoint_sets() -> None:
+    assert partition_for("order-1", 8) == partition_for("order-1", 8)
+    owned = [set(owned_partitions(s, 3, 8)) for s in range(3)]
+    assert set().union(*owned) == set(range(8))
+    assert sum(len(o) for o in owned) == 8
+    assert partition_for("order-1", 8) in owned[shard_for("order-1", 3, 8)]
