@@ -3,11 +3,13 @@ events in Kafka transactions with a stable transactional.id, and writes snapshot
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -24,8 +26,16 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.aggregate import Aggregate, DomainError
 from actors.outcomes import Accepted, Outcome, Rejected
+from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from choreography.kafka_io import consumer_config, is_abortable, is_fatal, producer_config
-from choreography.topics import events_topic, owned_partitions, partition_for, snapshots_topic
+from choreography.topics import (
+    commands_topic,
+    dlq_topic,
+    events_topic,
+    owned_partitions,
+    partition_for,
+    snapshots_topic,
+)
 from events.base import Command, DomainModel, Envelope, Event, StoredEvent, new_id, utc_now
 from events.registry import DecodeError, Registry, event_headers
 
@@ -53,6 +63,8 @@ class ShardConfig(BaseModel):
     namespace: str = "choreo"
     topic_prefix: str = ""
     snapshot_every: int = 1000
+    batch_max: int = 2000
+    deadline_s: float | None = None
 
     @property
     def transactional_id(self) -> str:
@@ -68,6 +80,17 @@ class Entry:
     state: DomainModel
     version: int
     recent: tuple[str, ...] = ()
+
+
+@dataclass
+class Batch:
+    """Commands to decide in one transaction, with the consumed offsets it commits (if any)."""
+
+    commands: list[Command]
+    sources: list[Message] | None = None
+    offsets: list[TopicPartition] | None = None
+    group_metadata: Any = None
+    letters: list[DeadLetter] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +114,12 @@ class Shard:
         self.registry = registry
         self.events_topic = events_topic(config.service, config.topic_prefix)
         self.snapshots_topic = snapshots_topic(config.service, config.topic_prefix)
+        self.commands_topic = commands_topic(config.service, config.topic_prefix)
+        self.dlq_topic = dlq_topic(config.topic_prefix)
+        self.stage = f"shard {config.transactional_id}"
+        self.deadlines: list[tuple[datetime, str]] = []
+        self.scheduled: dict[str, datetime] = {}
+        self.command_consumer: Consumer | None = None
         self.owned = set(config.owned)
         self.entries: dict[str, Entry] = {}
         self.seen: OrderedDict[str, list[StoredEvent]] = OrderedDict()
@@ -162,7 +191,8 @@ class Shard:
             if p in corrupt or p not in checkpoints:
                 checkpoints.pop(p, None)
                 continue
-            self.entries.update(pending[p])
+            for agg_id, entry in pending[p].items():
+                self._set_entry(agg_id, entry)
             stats.snapshots += len(pending[p])
         return checkpoints
 
@@ -183,12 +213,25 @@ class Shard:
         recent = entry.recent
         if not recent or recent[-1] != env.causation_id:
             recent = (*recent, env.causation_id)[-RECENT_COMMANDS:]
-        self.entries[env.aggregate_id] = Entry(
-            self.aggregate.evolve(entry.state, stored.payload), env.version, recent
+        self._set_entry(
+            env.aggregate_id,
+            Entry(self.aggregate.evolve(entry.state, stored.payload), env.version, recent),
         )
         self._remember(env.causation_id, stored)
         self.since_checkpoint[p] += 1
         self.dirty[p].add(env.aggregate_id)
+
+    def _set_entry(self, agg_id: str, entry: Entry) -> None:
+        self.entries[agg_id] = entry
+        due_at = getattr(self.aggregate, "due_at", None)
+        if due_at is None:
+            return
+        due = due_at(entry.state)
+        if due is None:
+            self.scheduled.pop(agg_id, None)
+        elif self.scheduled.get(agg_id) != due:
+            self.scheduled[agg_id] = due
+            heapq.heappush(self.deadlines, (due, agg_id))
 
     def _remember(self, command_id: str, stored: StoredEvent) -> None:
         events = self.seen.get(command_id)
@@ -203,10 +246,13 @@ class Shard:
 
     def handle(self, commands: list[Command]) -> list[Outcome]:
         """Decide a batch of commands and append all resulting events in one transaction."""
+        return self._transact(Batch(commands))
+
+    def _transact(self, batch: Batch) -> list[Outcome]:
         for attempt in range(3):
             try:
                 try:
-                    return self._handle_once(commands)
+                    return self._transact_once(batch)
                 except SystemError as wrapped:
                     # librdkafka can raise a fatal error from inside flush()'s callback dispatch.
                     cause = wrapped.__cause__ or wrapped.__context__
@@ -224,7 +270,8 @@ class Shard:
                 self.producer.abort_transaction(30)
         raise AssertionError("unreachable")
 
-    def _handle_once(self, commands: list[Command]) -> list[Outcome]:
+    def _transact_once(self, batch: Batch) -> list[Outcome]:
+        commands = batch.commands
         outcomes: list[Outcome | None] = [None] * len(commands)
         pending: dict[str, Entry] = {}
         appended: list[tuple[int, list[tuple[Envelope, Event, int]]]] = []
@@ -245,13 +292,23 @@ class Shard:
                     headers=event_headers(env),
                     on_delivery=partial(_record_position, positions, (i, j)),
                 )
+        letters = list(batch.letters)
+        for i, outcome in enumerate(outcomes):
+            source = batch.sources[i] if batch.sources else None
+            if source is not None and isinstance(outcome, Rejected) and outcome.code == "handler_error":
+                letters.append(dead_letter_from(source, self.stage, outcome.reason))
+        for letter in letters:
+            send_dead_letter(self.producer, self.dlq_topic, letter)
         self.producer.flush(60)
         for delivered in positions.values():
             if isinstance(delivered, KafkaError):
                 raise KafkaException(delivered)
+        if batch.offsets:
+            self.producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, 60)
         self.producer.commit_transaction(60)
         # Committed: only now does the in-memory state move forward.
-        self.entries.update(pending)
+        for agg_id, entry in pending.items():
+            self._set_entry(agg_id, entry)
         for i, staged in appended:
             stored = []
             for j, (env, payload, _) in enumerate(staged):
@@ -314,6 +371,60 @@ class Shard:
         pending[agg_id] = Entry(state, version, (*entry.recent, cid)[-RECENT_COMMANDS:])
         return None, staged
 
+    # ---- commands from the command topic (sent by policies) -------------------------
+
+    def open_command_stream(self) -> Consumer:
+        """Assign this shard's command partitions at their committed offsets."""
+        group = f"{self.config.namespace}-{self.config.service}-shards"
+        consumer = Consumer(consumer_config(self.config.kafka, group))
+        consumer.assign([TopicPartition(self.commands_topic, p) for p in sorted(self.owned)])
+        self.command_consumer = consumer
+        return consumer
+
+    def process_messages(self, msgs: list[Message], group_metadata: Any) -> list[Outcome]:
+        """Decide consumed command messages; events, dead letters and offsets commit together."""
+        commands: list[Command] = []
+        sources: list[Message] = []
+        letters: list[DeadLetter] = []
+        next_offsets: dict[int, int] = {}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            p, offset = position(msg)
+            next_offsets[p] = offset + 1
+            try:
+                commands.append(self.registry.decode_command(msg.value()))
+                sources.append(msg)
+            except (DecodeError, ValueError) as exc:
+                letters.append(dead_letter_from(msg, self.stage, str(exc)))
+        if not next_offsets:
+            return []
+        offsets = [TopicPartition(self.commands_topic, p, o) for p, o in next_offsets.items()]
+        return self._transact(Batch(commands, sources, offsets, group_metadata, letters))
+
+    def due_commands(self, now: datetime | None = None) -> list[Command]:
+        """Commands for aggregates whose deadline has passed (e.g. ExpireOrder)."""
+        expire = getattr(self.aggregate, "expire", None)
+        if expire is None or not self.deadlines:
+            return []
+        now = now or utc_now()
+        due: list[Command] = []
+        while self.deadlines and self.deadlines[0][0] <= now:
+            at, agg_id = heapq.heappop(self.deadlines)
+            if self.scheduled.get(agg_id) == at:
+                del self.scheduled[agg_id]
+                due.append(expire(agg_id))
+        return due
+
+    def fire_deadlines(self) -> list[Outcome]:
+        """Expire overdue aggregates. Exactly once: the shard is the single writer, the expiry
+        is decided against current state, and its command id is deterministic."""
+        commands = self.due_commands()
+        return self._transact(Batch(commands)) if commands else []
+
     # ---- snapshots ---------------------------------------------------------------
 
     def _maybe_snapshot(self, force: bool = False) -> int:
@@ -359,6 +470,8 @@ class Shard:
         return entry.state, entry.version
 
     def close(self) -> None:
+        if self.command_consumer is not None:
+            self.command_consumer.close()
         self.producer.flush(10)
 
 

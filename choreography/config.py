@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from actors import SERVICES
+
 ENV_KAFKA_BOOTSTRAP = "CHOREO_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
 ENV_CONFIG = "CHOREO_CONFIG"
@@ -45,6 +47,10 @@ class ServiceSpec(Strict):
     snapshot_every: int = Field(default=1000, ge=1)
     """Write a snapshot checkpoint after this many events per partition."""
     batch_max: int = Field(default=2000, ge=1)
+    policy_runners: int = Field(default=1, ge=0, le=64)
+    """Ray actors running this service's policies (0: the service reacts to nothing)."""
+    deadline_s: float | None = Field(default=None, gt=0)
+    """Orders only: cancel and compensate an order not confirmed within this many seconds."""
 
 
 class ProjectionSpec(Strict):
@@ -75,6 +81,8 @@ class Settings(Strict):
     def _check_references(self) -> Settings:
         names = {t.name: t for t in self.topics}
         for service in self.services:
+            if service not in SERVICES:
+                raise ValueError(f"services.{service}: unknown service; known: {', '.join(SERVICES)}")
             for kind in ("commands", "events", "snapshots"):
                 if f"{service}-{kind}" not in names:
                     raise ValueError(f"services.{service}: topic '{service}-{kind}' is not declared")

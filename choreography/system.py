@@ -17,8 +17,10 @@ from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
 from actors.shard_actor import spawn_shard
 from choreography.config import Settings, load_settings
+from choreography.dlq import DeadLetter, read_dead_letters
 from choreography.errors import CommandRejected, ProjectionTimeout, ShardUnavailable
-from choreography.topics import ensure_topics, shard_for
+from choreography.policy_runner import RunnerConfig, spawn_policy_runner
+from choreography.topics import DLQ_TOPIC, ensure_topics, shard_for
 from events import default_registry
 from events.base import Command, DomainModel, StoredEvent
 from projections.host import spawn_projection_host
@@ -38,6 +40,20 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
         namespace=settings.namespace,
         topic_prefix=settings.topic_prefix,
         snapshot_every=spec.snapshot_every,
+        batch_max=spec.batch_max,
+        deadline_s=spec.deadline_s,
+    )
+
+
+def runner_config(settings: Settings, service: str, index: int) -> RunnerConfig:
+    return RunnerConfig(
+        service=service,
+        index=index,
+        runners=settings.services[service].policy_runners,
+        kafka=settings.kafka.client_config(),
+        partitions={s: settings.partitions(s) for s in settings.services},
+        namespace=settings.namespace,
+        topic_prefix=settings.topic_prefix,
     )
 
 
@@ -51,6 +67,7 @@ class System:
         ray_address: str | None = None,
         detached: bool = False,
         projections: bool = True,
+        policies: bool = True,
         create_topics: bool = True,
     ) -> None:
         self.settings = settings
@@ -69,8 +86,16 @@ class System:
         self.shards: dict[str, list[Any]] = {}
         for service, spec in settings.services.items():
             self.shards[service] = [
-                spawn_shard(shard_config(settings, service, i), detached=detached) for i in range(spec.shards)
+                spawn_shard(shard_config(settings, service, i), detached=detached)
+                for i in range(spec.shards)
             ]
+        self.policy_runners: dict[str, list[Any]] = {}
+        if policies:
+            for service, spec in settings.services.items():
+                self.policy_runners[service] = [
+                    spawn_policy_runner(runner_config(settings, service, i), detached=detached)
+                    for i in range(spec.policy_runners)
+                ]
         self.projection_host: Any = None
         if projections and settings.projections:
             self.projection_host = spawn_projection_host(
@@ -78,13 +103,13 @@ class System:
                 settings.kafka.client_config(),
                 settings.namespace,
                 settings.topic_prefix,
-                {n: p.model_dump(exclude={"topics"}) for n, p in settings.projections.items()},
+                {n: p.model_dump() for n, p in settings.projections.items()},
                 detached=detached,
             )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 300) -> None:
-        refs = [a.info.remote() for actors in self.shards.values() for a in actors]
+        refs = [a.info.remote() for a in self.actors() if a is not self.projection_host]
         if self.projection_host is not None:
             refs.append(self.projection_host.pid.remote())
         ray.get(refs, timeout=timeout)
@@ -177,8 +202,23 @@ class System:
         status: dict[str, dict[str, Any]] = ray.get(self.projection_host.status.remote())
         return status
 
+    def saga(self, order_id: str) -> QueryResult:
+        """The ordered, cross-service event trail of one order (from `events_raw`)."""
+        return self.query(
+            "SELECT occurred_at, aggregate_type AS service, event_type, aggregate_id, version, "
+            "event_id, causation_id, payload FROM events_raw "
+            "WHERE correlation_id = %(id)s ORDER BY occurred_at, _offset",
+            {"id": order_id},
+        )
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return read_dead_letters(
+            self.settings.kafka.client_config(), self.settings.topic_name(DLQ_TOPIC)
+        )
+
     def actors(self) -> list[Any]:
         found = [a for actors in self.shards.values() for a in actors]
+        found += [a for runners in self.policy_runners.values() for a in runners]
         return [*found, self.projection_host] if self.projection_host is not None else found
 
     def close(self) -> None:

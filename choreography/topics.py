@@ -25,8 +25,11 @@ def snapshots_topic(service: str, prefix: str = "") -> str:
     return f"{prefix}{service}-snapshots"
 
 
+DLQ_TOPIC = "choreo-dead-letters"
+
+
 def dlq_topic(prefix: str = "") -> str:
-    return f"{prefix}choreo-dead-letters"
+    return f"{prefix}{DLQ_TOPIC}"
 
 
 def partition_for(key: str, partitions: int) -> int:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from events.base import Command, Envelope, Event, StoredEvent, new_id
+from events.inventory import INVENTORY_COMMANDS, INVENTORY_EVENTS, AddStock
 from events.orders import ORDER_COMMANDS, ORDER_EVENTS, CancelOrder, OrderLine, PlaceOrder
+from events.payment import PAYMENT_COMMANDS, PAYMENT_EVENTS
 from events.registry import DecodeError, InvalidCommand, Registry
+from events.shipping import SHIPPING_COMMANDS, SHIPPING_EVENTS
+
+ALL_EVENTS = (*ORDER_EVENTS, *INVENTORY_EVENTS, *PAYMENT_EVENTS, *SHIPPING_EVENTS)
+ALL_COMMANDS = (*ORDER_COMMANDS, *INVENTORY_COMMANDS, *PAYMENT_COMMANDS, *SHIPPING_COMMANDS)
 
 
 def default_registry() -> Registry:
-    """The registry of every command and event type Choreo knows."""
-    return Registry(events=ORDER_EVENTS, commands=ORDER_COMMANDS)
+    """The registry of every command and event type Choreo knows, with its upcasters."""
+    return Registry(events=ALL_EVENTS, commands=ALL_COMMANDS)
 
 
 __all__ = [
+    "ALL_COMMANDS",
+    "ALL_EVENTS",
+    "AddStock",
     "CancelOrder",
     "Command",
     "DecodeError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from pydantic import Field, field_validator
@@ -9,6 +10,7 @@ from pydantic import Field, field_validator
 from events.base import Command, DomainModel, Event
 
 ORDER = "order"
+APPROVED_TOKEN = "tok_visa"
 
 
 class OrderLine(DomainModel):
@@ -17,14 +19,23 @@ class OrderLine(DomainModel):
     unit_price_cents: int = Field(ge=0)
 
 
-# ---- commands -------------------------------------------------------------------
-
-
-class PlaceOrder(Command):
+class OrderCommand(Command):
     target: ClassVar[str] = ORDER
     order_id: str = Field(min_length=1, max_length=64)
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.order_id
+
+
+# ---- commands from customers --------------------------------------------------------
+
+
+class PlaceOrder(OrderCommand):
     customer_id: str = Field(min_length=1, max_length=64)
     lines: tuple[OrderLine, ...] = Field(min_length=1, max_length=100)
+    payment_token: str = Field(default=APPROVED_TOKEN, min_length=1, max_length=64)
+    shipping_address: str = Field(default="1 Main St, Springfield", min_length=1, max_length=200)
 
     @field_validator("lines")
     @classmethod
@@ -34,37 +45,119 @@ class PlaceOrder(Command):
             raise ValueError("each SKU may appear on only one line")
         return lines
 
-    @property
-    def aggregate_id(self) -> str:
-        return self.order_id
 
-
-class CancelOrder(Command):
-    target: ClassVar[str] = ORDER
-    order_id: str = Field(min_length=1, max_length=64)
+class CancelOrder(OrderCommand):
     reason: str = Field(default="customer request", max_length=200)
 
-    @property
-    def aggregate_id(self) -> str:
-        return self.order_id
+
+# ---- commands sent by other services' policies ----------------------------------------
 
 
-# ---- events ---------------------------------------------------------------------
+class RecordStockReserved(OrderCommand):
+    sku: str
 
 
-class OrderPlaced(Event):
-    aggregate_type: ClassVar[str] = ORDER
-    order_id: str
-    customer_id: str
-    lines: tuple[OrderLine, ...]
-    total_cents: int
-
-
-class OrderCancelled(Event):
-    aggregate_type: ClassVar[str] = ORDER
-    order_id: str
+class RecordStockRejected(OrderCommand):
+    sku: str
     reason: str
 
 
-ORDER_COMMANDS: tuple[type[Command], ...] = (PlaceOrder, CancelOrder)
-ORDER_EVENTS: tuple[type[Event], ...] = (OrderPlaced, OrderCancelled)
+class RecordPaymentCaptured(OrderCommand):
+    amount_cents: int
+
+
+class RecordPaymentDeclined(OrderCommand):
+    reason: str
+
+
+class RecordShipmentScheduled(OrderCommand):
+    tracking_id: str
+
+
+class RecordShipmentFailed(OrderCommand):
+    reason: str
+
+
+class ExpireOrder(OrderCommand):
+    """Sent by the order shard itself when an order's deadline passes."""
+
+
+# ---- events -------------------------------------------------------------------------
+
+
+class OrderEvent(Event):
+    aggregate_type: ClassVar[str] = ORDER
+    order_id: str
+
+
+class OrderPlaced(OrderEvent):
+    customer_id: str
+    lines: tuple[OrderLine, ...]
+    total_cents: int
+    payment_token: str = APPROVED_TOKEN
+    shipping_address: str = ""
+    deadline_at: datetime | None = None
+
+
+class OrderLineReserved(OrderEvent):
+    sku: str
+
+
+class OrderLineRejected(OrderEvent):
+    sku: str
+    reason: str
+
+
+class OrderPaymentRequested(OrderEvent):
+    customer_id: str
+    amount_cents: int
+    payment_token: str
+
+
+class OrderPaid(OrderEvent):
+    amount_cents: int
+    shipping_address: str
+    lines: tuple[OrderLine, ...]
+
+
+class OrderConfirmed(OrderEvent):
+    tracking_id: str
+    skus: tuple[str, ...]
+
+
+class OrderRejected(OrderEvent):
+    reason: str
+    release_skus: tuple[str, ...]
+
+
+class OrderCancelled(OrderEvent):
+    reason: str
+    release_skus: tuple[str, ...] = ()
+    refund: bool = False
+
+
+class StrayReservationReleased(OrderEvent):
+    """A reservation arrived after the order ended; its stock goes back."""
+
+    sku: str
+
+
+class StrayShipmentCancelled(OrderEvent):
+    """A shipment was scheduled after the order ended; it is called off."""
+
+
+class StrayPaymentRefunded(OrderEvent):
+    """A capture arrived after the order ended; the money goes back."""
+
+    amount_cents: int
+
+
+ORDER_COMMANDS: tuple[type[Command], ...] = (
+    PlaceOrder, CancelOrder, RecordStockReserved, RecordStockRejected, RecordPaymentCaptured,
+    RecordPaymentDeclined, RecordShipmentScheduled, RecordShipmentFailed, ExpireOrder,
+)  # fmt: skip
+ORDER_EVENTS: tuple[type[Event], ...] = (
+    OrderPlaced, OrderLineReserved, OrderLineRejected, OrderPaymentRequested, OrderPaid,
+    OrderConfirmed, OrderRejected, OrderCancelled, StrayReservationReleased, StrayPaymentRefunded,
+    StrayShipmentCancelled,
+)  # fmt: skip

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from projections.base import Projection, Table
+from projections.events_raw import EventsRawProjection
 from projections.orders import OrdersProjection
 
-PROJECTIONS: dict[str, type[Projection]] = {"orders": OrdersProjection}
+PROJECTIONS: dict[str, type[Projection]] = {
+    "orders": OrdersProjection,
+    "events_raw": EventsRawProjection,
+}
 
 
 def projection_for(name: str) -> Projection:

@@ -28,7 +28,7 @@ class ProjectionHost:
         kafka: dict[str, str],
         namespace: str,
         topic_prefix: str,
-        projections: dict[str, dict[str, int]],
+        projections: dict[str, dict[str, Any]],
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.sink = ClickHouseSink(dsn)
@@ -41,6 +41,7 @@ class ProjectionHost:
                 kafka,
                 registry,
                 group_id=f"{namespace}-projection-{name}",
+                topics=opts.get("topics"),
                 topic_prefix=topic_prefix,
                 batch_size=opts.get("batch_size", 50_000),
                 flush_interval_ms=opts.get("flush_interval_ms", 200),
@@ -118,7 +119,7 @@ def spawn_projection_host(
     kafka: dict[str, str],
     namespace: str,
     topic_prefix: str,
-    projections: dict[str, dict[str, int]],
+    projections: dict[str, dict[str, Any]],
     *,
     detached: bool = False,
 ) -> Any:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from events.base import StoredEvent
-from events.orders import OrderCancelled, OrderPlaced
+from events.orders import OrderCancelled, OrderPlaced, OrderRejected
 from projections.base import POSITION_DDL, Lookup, Projection, Row, Table, position
 
 ORDER_COLUMNS = (
@@ -36,7 +36,14 @@ CREATE TABLE IF NOT EXISTS order_history (
 ) ENGINE = MergeTree ORDER BY (order_id, version)""",
 )
 
-STATUS_BY_EVENT = {"OrderPlaced": "placed", "OrderCancelled": "cancelled"}
+STATUS_BY_EVENT = {
+    "OrderPlaced": "reserving",
+    "OrderPaymentRequested": "paying",
+    "OrderPaid": "shipping",
+    "OrderConfirmed": "confirmed",
+    "OrderRejected": "rejected",
+    "OrderCancelled": "cancelled",
+}
 
 
 class OrdersProjection(Projection):
@@ -80,10 +87,10 @@ class OrdersProjection(Projection):
                 }
             elif row is None:
                 continue  # an event for an order this projection never saw placed
-            if isinstance(payload, OrderCancelled):
+            if isinstance(payload, OrderCancelled | OrderRejected):
                 row["reason"] = payload.reason
             row.update(
-                status=STATUS_BY_EVENT.get(env.event_type, row.get("status", "placed")),
+                status=STATUS_BY_EVENT.get(env.event_type, row.get("status", "reserving")),
                 version=env.version,
                 updated_at=env.occurred_at,
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -43,6 +43,7 @@ class ProjectionRunner:
         registry: Registry,
         *,
         group_id: str,
+        topics: Sequence[str] | None = None,
         topic_prefix: str = "",
         batch_size: int = 50_000,
         flush_interval_ms: int = 200,
@@ -53,7 +54,7 @@ class ProjectionRunner:
         self.kafka = kafka
         self.registry = registry
         self.group_id = group_id
-        self.topics = [f"{topic_prefix}{t}" for t in projection.topics]
+        self.topics = [f"{topic_prefix}{t}" for t in (topics or projection.topics)]
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000
         self.on_poison = on_poison

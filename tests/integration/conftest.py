@@ -59,7 +59,7 @@ def make_settings(kafka_bootstrap: str, tmp_path: Path) -> SettingsFactory:
         metadata["kafka"] = {"bootstrap_servers": kafka_bootstrap}
         metadata["clickhouse"] = {"dsn": f"chdb://{tmp_path / 'clickhouse'}"}
         for topic in metadata["topics"]:
-            if topic["name"].startswith("order-"):
+            if not topic["name"].startswith("choreo-"):
                 topic["partitions"] = partitions
         metadata["services"]["order"].update(shards=shards, snapshot_every=snapshot_every)
         metadata.update(extra)

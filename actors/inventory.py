@@ -1,0 +1,113 @@
+"""The StockItem aggregate (keyed by SKU): never negative, every unit accounted for."""
+
+from __future__ import annotations
+
+from actors.aggregate import DomainError
+from events.base import Command, DomainModel, Event
+from events.inventory import (
+    INVENTORY,
+    AddStock,
+    ReleaseStock,
+    ReserveStock,
+    ShipStock,
+    StockAdded,
+    StockReleased,
+    StockReservationRejected,
+    StockReserved,
+    StockShipped,
+)
+
+
+class StockState(DomainModel):
+    sku: str = ""
+    added: int = 0
+    available: int = 0
+    reserved: dict[str, int] = {}
+    """Quantity held per order id."""
+    shipped: int = 0
+    settled: frozenset[str] = frozenset()
+    """Orders whose reservation was released or shipped; a late duplicate must not re-reserve."""
+
+    @property
+    def reserved_total(self) -> int:
+        return sum(self.reserved.values())
+
+
+class StockItemAggregate:
+    aggregate_type = INVENTORY
+    state_type = StockState
+
+    def initial(self) -> StockState:
+        return StockState()
+
+    def decide(self, state: StockState, command: Command) -> list[Event]:
+        match command:
+            case AddStock():
+                return [StockAdded(sku=command.sku, quantity=command.quantity)]
+            case ReserveStock():
+                oid = command.order_id
+                if oid in state.reserved or oid in state.settled:
+                    return []
+                if state.added == 0:
+                    reason = "unknown SKU"
+                elif command.quantity > state.available:
+                    reason = f"insufficient stock: {state.available} available, {command.quantity} requested"
+                else:
+                    return [StockReserved(sku=command.sku, order_id=oid, quantity=command.quantity)]
+                return [
+                    StockReservationRejected(
+                        sku=command.sku, order_id=oid, quantity=command.quantity, reason=reason
+                    )
+                ]
+            case ReleaseStock():
+                held = state.reserved.get(command.order_id)
+                if held is None:
+                    return []
+                return [StockReleased(sku=command.sku, order_id=command.order_id, quantity=held)]
+            case ShipStock():
+                held = state.reserved.get(command.order_id)
+                if held is None:
+                    if command.order_id in state.settled:
+                        return []
+                    raise DomainError("not_reserved", f"{command.sku} holds nothing for {command.order_id}")
+                return [StockShipped(sku=command.sku, order_id=command.order_id, quantity=held)]
+        raise DomainError("unsupported", f"inventory cannot handle {command.type_name()}")
+
+    def evolve(self, state: StockState, event: Event) -> StockState:
+        match event:
+            case StockAdded():
+                return state.model_copy(
+                    update={
+                        "sku": event.sku,
+                        "added": state.added + event.quantity,
+                        "available": state.available + event.quantity,
+                    }
+                )
+            case StockReserved():
+                return state.model_copy(
+                    update={
+                        "available": state.available - event.quantity,
+                        "reserved": {**state.reserved, event.order_id: event.quantity},
+                    }
+                )
+            case StockReleased():
+                return state.model_copy(
+                    update={
+                        "available": state.available + event.quantity,
+                        "reserved": _without(state.reserved, event.order_id),
+                        "settled": state.settled | {event.order_id},
+                    }
+                )
+            case StockShipped():
+                return state.model_copy(
+                    update={
+                        "shipped": state.shipped + event.quantity,
+                        "reserved": _without(state.reserved, event.order_id),
+                        "settled": state.settled | {event.order_id},
+                    }
+                )
+        return state
+
+
+def _without(held: dict[str, int], order_id: str) -> dict[str, int]:
+    return {k: v for k, v in held.items() if k != order_id}

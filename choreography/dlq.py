@@ -1,0 +1,123 @@
+"""Dead letters: messages that cannot be decoded or handled, with the reason and their origin."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    source_topic: str
+    partition: int
+    offset: int
+    stage: str
+    """Who gave up: e.g. `shard order-0`, `policy inventory-0`, `projection orders`."""
+    error: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    at: float = 0.0
+    dlq_offset: int = -1
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "source_topic": self.source_topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "stage": self.stage,
+                "error": self.error,
+                "key": _b64(self.key),
+                "value": _b64(self.value),
+                "headers": [[k, _b64(v)] for k, v in self.headers],
+                "at": self.at or time.time(),
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, dlq_offset: int) -> DeadLetter:
+        d = json.loads(raw)
+        return cls(
+            source_topic=d["source_topic"], partition=d["partition"], offset=d["offset"],
+            stage=d["stage"], error=d["error"], key=_unb64(d["key"]), value=_unb64(d["value"]),
+            headers=[(k, _unb64(v) or b"") for k, v in d["headers"]], at=d["at"], dlq_offset=dlq_offset,
+        )  # fmt: skip
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _unb64(data: str | None) -> bytes | None:
+    return None if data is None else base64.b64decode(data)
+
+
+def dead_letter_from(msg: Any, stage: str, error: str) -> DeadLetter:
+    headers = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in (msg.headers() or [])]
+    return DeadLetter(
+        source_topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0,
+        stage=stage, error=error, key=msg.key(), value=msg.value(), headers=headers,
+    )  # fmt: skip
+
+
+def send_dead_letter(producer: Producer, topic: str, letter: DeadLetter) -> None:
+    key = f"{letter.source_topic}:{letter.partition}:{letter.offset}".encode()
+    producer.produce(topic, key=key, value=letter.encode())
+
+
+def read_dead_letters(kafka: dict[str, str], topic: str, start: int = 0) -> list[DeadLetter]:
+    consumer = Consumer(
+        {
+            **kafka,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "log_level": 3,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return []
+        letters: list[DeadLetter] = []
+        todo = set()
+        for p in meta.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > start:
+                todo.add(p)
+        if not todo:
+            return []
+        consumer.assign([TopicPartition(topic, p, start) for p in todo])
+        while todo:
+            for msg in consumer.consume(1000, timeout=2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(msg.partition() or 0)
+                    continue
+                letters.append(DeadLetter.decode(msg.value() or b"{}", msg.offset() or 0))
+        return letters
+    finally:
+        consumer.close()
+
+
+def redrive(kafka: dict[str, str], letters: list[DeadLetter]) -> int:
+    """Send dead letters back to their source topic and partition, unchanged."""
+    producer = Producer({**kafka, "enable.idempotence": True, "log_level": 3})
+    for letter in letters:
+        producer.produce(
+            letter.source_topic, key=letter.key, value=letter.value, partition=letter.partition,
+            headers=list[tuple[str, str | bytes | None]](letter.headers),
+        )  # fmt: skip
+    remaining = producer.flush(30)
+    if remaining:
+        raise RuntimeError(f"{remaining} dead letters were not redriven")
+    return len(letters)

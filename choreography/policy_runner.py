@@ -1,0 +1,170 @@
+"""Runs one service's policies: consume the event topics it reacts to, produce the commands, and
+commit the consumed offsets in the same Kafka transaction as those commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import ray
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import BaseModel, ConfigDict
+
+from actors.shard import position
+from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
+from choreography.kafka_io import consumer_config, producer_config
+from choreography.policies import WIRING, run_policies, source_services
+from choreography.topics import commands_topic, dlq_topic, events_topic, partition_for
+from events import default_registry
+from events.base import Command
+from events.registry import DecodeError
+
+log = logging.getLogger("choreo.policy")
+
+
+class RunnerConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    index: int
+    runners: int
+    kafka: dict[str, str]
+    partitions: dict[str, int]
+    """Partition count of every service's topics (to route commands and split sources)."""
+    namespace: str = "choreo"
+    topic_prefix: str = ""
+    batch_max: int = 5000
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.namespace}-policy-{self.service}-{self.index}"
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.namespace}-policy-{self.service}"
+
+
+class PolicyRunner:
+    def __init__(self, config: RunnerConfig) -> None:
+        self.config = config
+        self.wiring = WIRING[config.service]
+        self.registry = default_registry()
+        self.dlq_topic = dlq_topic(config.topic_prefix)
+        self.stage = f"policy {config.service}-{config.index}"
+        self.producer = Producer(producer_config(config.kafka, config.transactional_id))
+        self.producer.init_transactions(60)
+        self.consumer = Consumer(consumer_config(config.kafka, config.group_id))
+        self.consumer.assign(
+            [
+                TopicPartition(events_topic(src, config.topic_prefix), p)
+                for src in source_services(self.wiring)
+                for p in range(config.partitions[src])
+                if p % config.runners == config.index
+            ]
+        )
+        self.metadata = self.consumer.consumer_group_metadata()
+        self.events = 0
+        self.commands = 0
+        self.dead_letters = 0
+
+    def poll(self, timeout: float = 0.05) -> int:
+        """Consume one batch and commit its commands and offsets atomically. Returns events read."""
+        msgs = self.consumer.consume(num_messages=self.config.batch_max, timeout=timeout)
+        if not msgs:
+            return 0
+        offsets: dict[tuple[str, int], int] = {}
+        commands: list[Command] = []
+        letters: list[DeadLetter] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            topic = msg.topic() or ""
+            p, offset = position(msg)
+            offsets[(topic, p)] = offset + 1
+            try:
+                commands.extend(self._react(msg, topic, p, offset))
+            except DecodeError as exc:
+                letters.append(dead_letter_from(msg, self.stage, str(exc)))
+            except Exception as exc:  # a policy bug: park the event, keep the flow going
+                log.exception("policy failed on %s[%d]@%d", topic, p, offset)
+                letters.append(dead_letter_from(msg, self.stage, f"{type(exc).__name__}: {exc}"))
+        if not offsets:
+            return 0
+        self.producer.begin_transaction()
+        for cmd in commands:
+            target = cmd.target
+            self.producer.produce(
+                commands_topic(target, self.config.topic_prefix),
+                key=cmd.aggregate_id.encode(),
+                value=self.registry.encode_command(cmd),
+                partition=partition_for(cmd.aggregate_id, self.config.partitions[target]),
+            )
+        for letter in letters:
+            send_dead_letter(self.producer, self.dlq_topic, letter)
+        self.producer.send_offsets_to_transaction(
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items()], self.metadata, 60
+        )
+        self.producer.commit_transaction(60)
+        self.events += len(msgs)
+        self.commands += len(commands)
+        self.dead_letters += len(letters)
+        return len(msgs)
+
+    def _react(self, msg: Message, topic: str, p: int, offset: int) -> list[Command]:
+        stored = self.registry.decode_event(msg.value(), topic, p, offset)
+        return run_policies(self.wiring, stored)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class PolicyRunnerActor:
+    def __init__(self, config: RunnerConfig) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        self.runner = PolicyRunner(config)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="policies", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self.runner.poll()
+        except Exception:
+            # Crash-only: Ray restarts the actor, which resumes from its committed offsets.
+            log.exception("%s failed; exiting", self.runner.stage)
+            os._exit(1)
+
+    def info(self) -> dict[str, Any]:
+        r = self.runner
+        return {
+            "pid": os.getpid(),
+            "events": r.events,
+            "commands": r.commands,
+            "dead_letters": r.dead_letters,
+        }
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        self.runner.close()
+
+
+RemotePolicyRunner = ray.remote(PolicyRunnerActor)
+
+
+def spawn_policy_runner(config: RunnerConfig, *, detached: bool = False) -> Any:
+    return RemotePolicyRunner.options(
+        name=f"policy-{config.service}-{config.index}",
+        namespace=config.namespace,
+        get_if_exists=True,
+        lifetime="detached" if detached else None,
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=-1,
+    ).remote(config)

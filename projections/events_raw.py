@@ -1,0 +1,41 @@
+"""The `events_raw` projection: every event of every service, for audit SQL and saga trails."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from events.base import StoredEvent
+from projections.base import POSITION_DDL, Lookup, Projection, Row, Table, position
+
+EVENTS_RAW = Table(
+    name="events_raw",
+    columns=(
+        "event_id", "event_type", "aggregate_type", "aggregate_id", "version", "occurred_at",
+        "correlation_id", "causation_id", "schema_version", "payload",
+    ),
+    ddl=f"""
+CREATE TABLE IF NOT EXISTS events_raw (
+    event_id String, event_type LowCardinality(String), aggregate_type LowCardinality(String),
+    aggregate_id String, version UInt32, occurred_at DateTime64(6, 'UTC'), correlation_id String,
+    causation_id String, schema_version UInt16, payload String, {POSITION_DDL}
+) ENGINE = MergeTree ORDER BY (correlation_id, occurred_at)""",
+)  # fmt: skip
+
+
+class EventsRawProjection(Projection):
+    name = "events_raw"
+    topics = ("order-events", "inventory-events", "payment-events", "shipping-events")
+    tables = (EVENTS_RAW,)
+
+    def project(self, events: Sequence[StoredEvent], lookup: Lookup) -> dict[str, list[Row]]:
+        rows: list[Row] = []
+        for ev in events:
+            env = ev.envelope
+            rows.append(
+                (
+                    env.event_id, env.event_type, env.aggregate_type, env.aggregate_id, env.version,
+                    env.occurred_at, env.correlation_id, env.causation_id, env.schema_version,
+                    ev.payload.model_dump_json(), *position(ev),
+                )
+            )  # fmt: skip
+        return {EVENTS_RAW.name: rows}
