@@ -86,8 +86,7 @@ class System:
         self.shards: dict[str, list[Any]] = {}
         for service, spec in settings.services.items():
             self.shards[service] = [
-                spawn_shard(shard_config(settings, service, i), detached=detached)
-                for i in range(spec.shards)
+                spawn_shard(shard_config(settings, service, i), detached=detached) for i in range(spec.shards)
             ]
         self.policy_runners: dict[str, list[Any]] = {}
         if policies:
@@ -212,9 +211,7 @@ class System:
         )
 
     def dead_letters(self) -> list[DeadLetter]:
-        return read_dead_letters(
-            self.settings.kafka.client_config(), self.settings.topic_name(DLQ_TOPIC)
-        )
+        return read_dead_letters(self.settings.kafka.client_config(), self.settings.topic_name(DLQ_TOPIC))
 
     def actors(self) -> list[Any]:
         found = [a for actors in self.shards.values() for a in actors]

@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 import ray
 import yaml
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from choreography.config import Settings, settings_from_metadata
+from choreography.eventlog import read_topic
 from choreography.system import System
-from events import default_registry
 from events.base import StoredEvent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,35 +81,10 @@ def start_system(ray_runtime: None) -> Iterator[Callable[..., System]]:
         system.close()
 
 
-def read_log(settings: Settings, topic: str) -> list[StoredEvent]:
+def read_log(settings: Settings, topic: str, skip_undecodable: bool = False) -> list[StoredEvent]:
     """Every committed event of a topic, decoded, straight from Kafka."""
-    name = settings.topic_name(topic)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": f"audit-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
+    return list(
+        read_topic(
+            settings.kafka.client_config(), settings.topic_name(topic), skip_undecodable=skip_undecodable
+        )
     )
-    registry = default_registry()
-    parts = consumer.list_topics(name, timeout=10).topics[name].partitions
-    todo = set()
-    assignment = []
-    for p in parts:
-        low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-        if high > low:
-            todo.add(p)
-            assignment.append(TopicPartition(name, p, low))
-    consumer.assign(assignment)
-    events = []
-    while todo:
-        for msg in consumer.consume(10_000, timeout=2):
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    todo.discard(msg.partition())
-                continue
-            events.append(registry.decode_event(msg.value(), name, msg.partition(), msg.offset()))
-    consumer.close()
-    return events
