@@ -57,14 +57,16 @@ def broker_count(admin: AdminClient, timeout: float = 10.0) -> int:
 def capped(spec: TopicSpec, brokers: int) -> TopicSpec:
     """Cap the replication factor and min.insync.replicas to what the cluster can hold."""
     config = dict(spec.config)
-    rf = spec.replication_factor
-    if rf > brokers:
-        log.warning("topic %s: replication_factor %d capped to %d (broker count)", spec.name, rf, brokers)
-        rf = brokers
+    rf = min(spec.replication_factor, brokers)
     isr = config.get("min.insync.replicas")
     if isr is not None and int(isr) > rf:
-        log.warning("topic %s: min.insync.replicas %s capped to %d", spec.name, isr, rf)
         config["min.insync.replicas"] = str(rf)
+    if rf != spec.replication_factor or config != spec.config:
+        log.warning(
+            "topic %s: replication_factor %d -> %d, min.insync.replicas %s -> %s (capped to %d broker%s)",
+            spec.name, spec.replication_factor, rf, isr, config.get("min.insync.replicas"), brokers,
+            "" if brokers == 1 else "s",
+        )  # fmt: skip
     return spec.model_copy(update={"replication_factor": rf, "config": config})
 
 

@@ -9,10 +9,15 @@ import logging
 import os
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import ray
+from confluent_kafka import Message, Producer
 
+from choreography.dlq import dead_letter_from, send_dead_letter
+from choreography.kafka_io import producer_config
+from choreography.topics import dlq_topic
 from events import default_registry
 from projections import projection_for
 from projections.runner import ProjectionRunner
@@ -33,6 +38,8 @@ class ProjectionHost:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.sink = ClickHouseSink(dsn)
         registry = default_registry()
+        self.dlq = Producer(producer_config(kafka))
+        self.dlq_topic = dlq_topic(topic_prefix)
         self.runners: dict[str, ProjectionRunner] = {}
         for name, opts in projections.items():
             runner = ProjectionRunner(
@@ -45,6 +52,7 @@ class ProjectionHost:
                 topic_prefix=topic_prefix,
                 batch_size=opts.get("batch_size", 50_000),
                 flush_interval_ms=opts.get("flush_interval_ms", 200),
+                on_poison=partial(self._dead_letter, f"projection {name}"),
             )
             runner.start()
             self.runners[name] = runner
@@ -53,6 +61,11 @@ class ProjectionHost:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="projections", daemon=True)
         self.thread.start()
+
+    def _dead_letter(self, stage: str, msg: Message, error: str) -> None:
+        # Not atomic with the ClickHouse insert: after a crash a poison event may be parked twice.
+        send_dead_letter(self.dlq, self.dlq_topic, dead_letter_from(msg, stage, error))
+        self.dlq.flush(30)
 
     def _loop(self) -> None:
         try:

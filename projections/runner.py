@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from actors.shard import position
 from choreography.kafka_io import consumer_config
@@ -31,7 +31,8 @@ class BatchStats:
     seconds: float = 0.0
 
 
-PoisonHandler = Callable[[str, int, int, bytes | None, str], None]
+PoisonHandler = Callable[[Message, str], None]
+"""Called with an undecodable message and the reason (e.g. to send it to the dead-letter topic)."""
 
 
 class ProjectionRunner:
@@ -129,7 +130,7 @@ class ProjectionRunner:
                     stats.poison += 1
                     log.error("poison event %s[%d]@%d: %s", topic, p, offset, exc)
                     if self.on_poison is not None:
-                        self.on_poison(topic, p, offset, msg.value(), str(exc))
+                        self.on_poison(msg, str(exc))
         if events:
             stats.events = len(events)
             stats.rows = self._write(events)

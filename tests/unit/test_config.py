@@ -49,8 +49,15 @@ def test_bad_metadata_names_the_offending_key(tmp_path: Path) -> None:
 
 def test_service_without_its_topics_is_rejected(tmp_path: Path) -> None:
     doc = yaml.safe_load(CLUSTER.read_text())
+    doc["metadata"]["topics"] = [t for t in doc["metadata"]["topics"] if t["name"] != "shipping-commands"]
+    with pytest.raises(ConfigError, match="topic 'shipping-commands' is not declared"):
+        load_settings(_write(tmp_path, doc), env={})
+
+
+def test_unknown_service_is_rejected(tmp_path: Path) -> None:
+    doc = yaml.safe_load(CLUSTER.read_text())
     doc["metadata"]["services"]["ghost"] = {"shards": 1}
-    with pytest.raises(ConfigError, match="ghost-commands"):
+    with pytest.raises(ConfigError, match=r"metadata\.services\.ghost: unknown service"):
         load_settings(_write(tmp_path, doc), env={})
 
 

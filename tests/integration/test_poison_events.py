@@ -1,0 +1,86 @@
+"""Poison bytes written straight to an event topic land in the dead-letter topic with the reason,
+and the choreography keeps flowing around them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Producer
+
+from choreography.dlq import read_dead_letters, redrive
+from choreography.topics import partition_for
+from events import AddStock, OrderLine, PlaceOrder
+
+
+def _wait_terminal(system, order_ids: list[str], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {oid: system.state("order", oid)[0] for oid in order_ids}
+        if all(s.terminal for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.3)
+
+
+def test_poison_events_are_dead_lettered_and_the_flow_goes_on(make_settings, start_system) -> None:
+    settings = make_settings(shards=1, partitions=2)
+    system = start_system(settings)
+    run = uuid.uuid4().hex[:6]
+    system.submit_many([AddStock(sku="P1", quantity=1000)])
+
+    topic = settings.topic_name("order-events")
+    poison_partition = partition_for(f"{run}-after", 2)
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    producer.produce(topic, key=b"poison", value=b"\x00\xffnot an event", partition=poison_partition)
+    producer.produce(
+        topic, key=b"poison", value=b'{"envelope": {"event_type": "OrderTeleported"}, "payload": {}}',
+        partition=poison_partition,
+    )
+    assert producer.flush(10) == 0
+
+    line = (OrderLine(sku="P1", quantity=1, unit_price_cents=700),)
+    ids = [f"{run}-after", f"{run}-after-2"]
+    system.submit_many([PlaceOrder(order_id=oid, customer_id="c", lines=line) for oid in ids])
+    states = _wait_terminal(system, ids)
+    assert {s.status.value for s in states.values()} == {"confirmed"}
+
+    dlq = settings.topic_name("choreo-dead-letters")
+    deadline = time.monotonic() + 30
+    letters = []
+    while time.monotonic() < deadline:
+        letters = read_dead_letters(settings.kafka.client_config(), dlq)
+        if len({letter.stage for letter in letters}) >= 4:
+            break
+        time.sleep(0.5)
+    stages = {letter.stage for letter in letters}
+    # Each consumer of order-events parks both poison messages: three policy runners, the projections.
+    assert {"policy inventory-0", "policy payment-0", "policy shipping-0", "projection orders"} <= stages
+    for letter in letters:
+        assert letter.source_topic == topic
+        assert letter.partition == poison_partition
+        assert letter.value in (b"\x00\xffnot an event", b'{"envelope": {"event_type": "OrderTeleported"}, "payload": {}}')
+    reasons = " | ".join(letter.error for letter in letters)
+    assert "undecodable event" in reasons
+    assert "unknown event type 'OrderTeleported'" in reasons
+    offsets = {letter.offset for letter in letters}
+    assert len(offsets) == 2
+
+    # The read side skipped the poison and still holds both orders.
+    system.wait_for(system.submit_many([PlaceOrder(order_id=f"{run}-last", customer_id="c", lines=line)])[0].events)
+    rows = system.query("SELECT count() FROM orders FINAL WHERE order_id LIKE %(p)s", {"p": f"{run}-%"}).scalar()
+    assert rows == 3
+
+    # Redrive sends the parked bytes back to where they came from (they are poison again).
+    topic_end_before = _end_offset(settings, topic, poison_partition)
+    assert redrive(settings.kafka.client_config(), letters[:1]) == 1
+    assert _end_offset(settings, topic, poison_partition) == topic_end_before + 1
+
+
+def _end_offset(settings, topic: str, partition: int) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "probe"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+    finally:
+        consumer.close()
