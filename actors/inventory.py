@@ -26,7 +26,8 @@ class StockState(DomainModel):
     """Quantity held per order id."""
     shipped: int = 0
     settled: frozenset[str] = frozenset()
-    """Orders whose reservation was released or shipped; a late duplicate must not re-reserve."""
+    """Orders already answered and done with (refused, released or shipped): a late duplicate
+    ReserveStock must not reserve for them again."""
 
     @property
     def reserved_total(self) -> int:
@@ -90,6 +91,8 @@ class StockItemAggregate:
                         "reserved": {**state.reserved, event.order_id: event.quantity},
                     }
                 )
+            case StockReservationRejected():
+                return state.model_copy(update={"settled": state.settled | {event.order_id}})
             case StockReleased():
                 return state.model_copy(
                     update={

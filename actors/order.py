@@ -58,6 +58,7 @@ class OrderState(DomainModel):
     deadline_at: datetime | None = None
     reserved: tuple[str, ...] = ()
     rejected: tuple[str, ...] = ()
+    paid: bool = False
     paid_cents: int = 0
     refunded: bool = False
     tracking_id: str = ""
@@ -125,7 +126,7 @@ class OrderAggregate:
                         )
                     ]  # fmt: skip
                 if state.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED) and not (
-                    state.paid_cents or state.refunded
+                    state.paid or state.refunded
                 ):
                     return [StrayPaymentRefunded(order_id=oid, amount_cents=command.amount_cents)]
                 return []
@@ -165,7 +166,7 @@ class OrderAggregate:
             order_id=state.order_id,
             reason=reason,
             release_skus=state.reserved,
-            refund=state.paid_cents > 0 and not state.refunded,
+            refund=state.paid and not state.refunded,
         )
 
     def _stock_reserved(self, state: OrderState, sku: str) -> list[Event]:
@@ -174,29 +175,39 @@ class OrderAggregate:
             raise DomainError("unknown_line", f"order {oid} has no line for {sku}")
         if sku in state.reserved:
             return []
-        if state.status is not OrderStatus.RESERVING:
-            # The order already ended (rejected/cancelled): hand the late reservation back.
+        if state.status is not OrderStatus.RESERVING or sku in state.rejected:
+            # The order ended, or this line was already refused: hand the stock back.
             return [StrayReservationReleased(order_id=oid, sku=sku)]
         events: list[Event] = [OrderLineReserved(order_id=oid, sku=sku)]
         reserved = (*state.reserved, sku)
-        if len(reserved) + len(state.rejected) == len(state.lines):
-            events.append(self._resolve(state, reserved))
+        if _all_answered(state, reserved, state.rejected):
+            events.append(self._resolve(state, reserved, state.rejected))
         return events
 
     def _stock_rejected(self, state: OrderState, sku: str, reason: str) -> list[Event]:
         oid = state.order_id
-        if state.status is not OrderStatus.RESERVING or sku in state.rejected:
+        if sku not in state.skus:
+            raise DomainError("unknown_line", f"order {oid} has no line for {sku}")
+        if state.status is not OrderStatus.RESERVING or sku in state.rejected or sku in state.reserved:
             return []
         events: list[Event] = [OrderLineRejected(order_id=oid, sku=sku, reason=reason)]
-        if len(state.reserved) + len(state.rejected) + 1 == len(state.lines):
-            events.append(OrderRejected(order_id=oid, reason=f"{sku}: {reason}", release_skus=state.reserved))
+        rejected = (*state.rejected, sku)
+        if _all_answered(state, state.reserved, rejected):
+            events.append(self._resolve(state, state.reserved, rejected, reason))
         return events
 
-    def _resolve(self, state: OrderState, reserved: tuple[str, ...]) -> Event:
-        if state.rejected:
+    def _resolve(
+        self,
+        state: OrderState,
+        reserved: tuple[str, ...],
+        rejected: tuple[str, ...],
+        last_reason: str = "",
+    ) -> Event:
+        if rejected:
+            detail = f" ({last_reason})" if last_reason else ""
             return OrderRejected(
                 order_id=state.order_id,
-                reason=f"stock rejected for {', '.join(state.rejected)}",
+                reason=f"stock rejected for {', '.join(rejected)}{detail}",
                 release_skus=reserved,
             )
         return OrderPaymentRequested(
@@ -229,7 +240,7 @@ class OrderAggregate:
                 return state.model_copy(update={"status": OrderStatus.PAYING})
             case OrderPaid():
                 return state.model_copy(
-                    update={"status": OrderStatus.SHIPPING, "paid_cents": event.amount_cents}
+                    update={"status": OrderStatus.SHIPPING, "paid": True, "paid_cents": event.amount_cents}
                 )
             case OrderConfirmed():
                 return state.model_copy(
@@ -252,3 +263,8 @@ class OrderAggregate:
             case StrayShipmentCancelled():
                 return state.model_copy(update={"tracking_id": "cancelled"})
         return state
+
+
+def _all_answered(state: OrderState, reserved: tuple[str, ...], rejected: tuple[str, ...]) -> bool:
+    """Every line has had its reservation answered, one way or the other."""
+    return set(state.skus) <= set(reserved) | set(rejected)

@@ -11,7 +11,7 @@ from events.orders import CancelOrder, OrderLine, PlaceOrder
 
 
 def test_bad_input_is_rejected_clearly_and_the_shard_keeps_serving(make_settings, start_system) -> None:
-    system = start_system(make_settings(shards=1, partitions=2), projections=False)
+    system = start_system(make_settings(shards=1, partitions=2), projections=False, policies=False)
     order_id = uuid.uuid4().hex
 
     with pytest.raises(InvalidCommand, match=r"lines\.0\.quantity: Input should be greater than 0"):
@@ -67,7 +67,7 @@ def test_bad_input_is_rejected_clearly_and_the_shard_keeps_serving(make_settings
 
 
 def test_resubmitting_the_same_command_id_is_idempotent(make_settings, start_system) -> None:
-    system = start_system(make_settings(shards=1, partitions=2), projections=False)
+    system = start_system(make_settings(shards=1, partitions=2), projections=False, policies=False)
     cmd = PlaceOrder(
         order_id=uuid.uuid4().hex,
         customer_id="c",

@@ -38,7 +38,7 @@ def fold_log(events: list[Any]) -> dict[str, tuple[Any, int]]:
 
 def test_killed_shard_rehydrates_and_applies_each_command_exactly_once(make_settings, start_system) -> None:
     settings = make_settings(shards=4, partitions=8, snapshot_every=150)
-    system = start_system(settings, projections=False)
+    system = start_system(settings, projections=False, policies=False)
     run = uuid.uuid4().hex[:6]
 
     first = [_place(run, i) for i in range(1000)]

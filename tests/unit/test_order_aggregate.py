@@ -73,7 +73,7 @@ IS_REJECTED: tuple[Event, ...] = (
     PLACED,
     RESERVED_A,
     OrderLineRejected(order_id="o1", sku="B", reason="unknown SKU"),
-    OrderRejected(order_id="o1", reason="B: unknown SKU", release_skus=("A",)),
+    OrderRejected(order_id="o1", reason="stock rejected for B (unknown SKU)", release_skus=("A",)),
 )
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -336,11 +336,11 @@ def test_rejection_of_the_last_pending_line_rejects_the_order_releasing_reserved
         .when(RecordStockRejected(order_id="o1", sku="B", reason="unknown SKU"))
         .then(
             OrderLineRejected(order_id="o1", sku="B", reason="unknown SKU"),
-            OrderRejected(order_id="o1", reason="B: unknown SKU", release_skus=("A",)),
+            OrderRejected(order_id="o1", reason="stock rejected for B (unknown SKU)", release_skus=("A",)),
         )
     )
     assert state.status is OrderStatus.REJECTED
-    assert state.reason == "B: unknown SKU"
+    assert state.reason == "stock rejected for B (unknown SKU)"
     assert state.terminal
 
 
@@ -363,13 +363,13 @@ def test_when_every_line_is_rejected_the_order_is_rejected_releasing_nothing() -
         .when(RecordStockRejected(order_id="o1", sku="B", reason="unknown SKU"))
         .then(
             OrderLineRejected(order_id="o1", sku="B", reason="unknown SKU"),
-            OrderRejected(order_id="o1", reason="B: unknown SKU", release_skus=()),
+            OrderRejected(order_id="o1", reason="stock rejected for A, B (unknown SKU)", release_skus=()),
         )
     )
     assert state.status is OrderStatus.REJECTED
 
 
-def test_a_rejected_order_never_requests_payment() -> None:
+def test_late_answers_to_a_rejected_order_emit_nothing() -> None:
     state = replay(*IS_REJECTED)
     for command in (
         RecordStockReserved(order_id="o1", sku="A"),
@@ -388,9 +388,9 @@ def test_rejection_arriving_after_the_order_was_cancelled_emits_nothing() -> Non
 
 def test_rejection_for_a_sku_not_on_the_order_is_refused_like_a_reservation() -> None:
     """BUG: `_stock_rejected` lacks the `unknown_line` guard `_stock_reserved` has."""
-    given(ORDER, PLACED).when(RecordStockRejected(order_id="o1", sku="Z", reason="unknown SKU")).then_rejected(
-        "unknown_line"
-    )
+    given(ORDER, PLACED).when(
+        RecordStockRejected(order_id="o1", sku="Z", reason="unknown SKU")
+    ).then_rejected("unknown_line")
 
 
 def test_the_order_is_not_resolved_while_one_of_its_lines_is_still_pending() -> None:
@@ -605,9 +605,9 @@ def test_reservation_arriving_after_customer_cancel_is_released_as_stray() -> No
 
 
 def test_reservation_arriving_after_expiry_is_released_as_stray() -> None:
-    given(
-        ORDER, PLACED, OrderCancelled(order_id="o1", reason="deadline exceeded")
-    ).when(RecordStockReserved(order_id="o1", sku="A")).then(StrayReservationReleased(order_id="o1", sku="A"))
+    given(ORDER, PLACED, OrderCancelled(order_id="o1", reason="deadline exceeded")).when(
+        RecordStockReserved(order_id="o1", sku="A")
+    ).then(StrayReservationReleased(order_id="o1", sku="A"))
 
 
 def test_reservation_arriving_after_the_order_was_rejected_is_released_as_stray() -> None:

@@ -84,5 +84,5 @@ def test_parse_command_names_the_bad_field() -> None:
 
 
 def test_unknown_command_type_lists_the_known_ones() -> None:
-    with pytest.raises(InvalidCommand, match="known: CancelOrder, PlaceOrder"):
+    with pytest.raises(InvalidCommand, match=r"known: .*CancelOrder, .*PlaceOrder"):
         default_registry().parse_command("ShipIt", {})
