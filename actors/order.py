@@ -9,6 +9,7 @@ from enum import StrEnum
 from actors.aggregate import DomainError
 from events.base import Command, DomainModel, Event, utc_now
 from events.orders import (
+    DEFAULT_CURRENCY,
     ORDER,
     CancelOrder,
     ExpireOrder,
@@ -55,6 +56,7 @@ class OrderState(DomainModel):
     total_cents: int = 0
     payment_token: str = ""
     shipping_address: str = ""
+    currency: str = DEFAULT_CURRENCY
     deadline_at: datetime | None = None
     reserved: tuple[str, ...] = ()
     rejected: tuple[str, ...] = ()
@@ -156,7 +158,8 @@ class OrderAggregate:
                 lines=command.lines,
                 total_cents=sum(line.quantity * line.unit_price_cents for line in command.lines),
                 payment_token=command.payment_token,
-                shipping_address=command.shipping_address,
+                ship_to=command.shipping_address,
+                currency=command.currency,
                 deadline_at=self.clock() + self.deadline if self.deadline else None,
             )
         ]
@@ -229,7 +232,8 @@ class OrderAggregate:
                     lines=event.lines,
                     total_cents=event.total_cents,
                     payment_token=event.payment_token,
-                    shipping_address=event.shipping_address,
+                    shipping_address=event.ship_to,
+                    currency=event.currency,
                     deadline_at=event.deadline_at,
                 )
             case OrderLineReserved():

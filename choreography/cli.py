@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -322,15 +323,53 @@ def submit(
 def state(
     service: Annotated[str, typer.Argument(help="Service, e.g. order.")],
     aggregate_id: Annotated[str, typer.Argument(help="Aggregate id.")],
+    as_of: Annotated[
+        datetime | None, typer.Option("--as-of", help="Rebuild the state as it was at this time (UTC).")
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="Rebuild the state as it was at this version.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Print an aggregate's current state, rebuilt by its shard from Kafka."""
+    """Print an aggregate's state: current, or as of a time or version (time travel)."""
     settings = _settings(config)
     if service not in settings.services:
         raise ValueError(f"unknown service {service!r}; known: {sorted(settings.services)}")
-    with _system(config, projections=False) as system:
-        current, version = system.state(service, aggregate_id)
-    console.print_json(json.dumps({"version": version, "state": current.model_dump(mode="json")}))
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    with _system(config, projections=False, policies=False) as system:
+        current, reached = system.state(service, aggregate_id, as_of=as_of, version=version)
+    console.print_json(json.dumps({"version": reached, "state": current.model_dump(mode="json")}))
+
+
+@app.command()
+def history(
+    service: Annotated[str, typer.Argument(help="Service, e.g. order.")],
+    aggregate_id: Annotated[str, typer.Argument(help="Aggregate id.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Print every event of one aggregate, oldest first, read from the event log."""
+    from choreography.eventlog import read_topic
+    from choreography.topics import events_topic, partition_for
+
+    settings = _settings(config)
+    if service not in settings.services:
+        raise ValueError(f"unknown service {service!r}; known: {sorted(settings.services)}")
+    events = sorted(
+        read_topic(
+            settings.kafka.client_config(),
+            settings.topic_name(events_topic(service)),
+            partitions=[partition_for(aggregate_id, settings.partitions(service))],
+            key=aggregate_id.encode(),
+        ),
+        key=lambda e: e.version,
+    )
+    if not events:
+        raise ValueError(f"no events for {service} {aggregate_id!r}")
+    _print_table(
+        f"History of {service} {aggregate_id}",
+        ["version", "occurred_at", "event", "payload"],
+        [(e.version, str(e.envelope.occurred_at), e.envelope.event_type, e.payload.model_dump_json())
+         for e in events],
+    )  # fmt: skip
 
 
 @app.command()
@@ -342,6 +381,119 @@ def query(
     with _system(config) as system:
         result = system.query(sql)
     _print_table(sql, result.columns, result.rows)
+
+
+@app.command()
+def lag(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 2.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Per consumer group (shards, policies, projections): committed offset, end offset, lag, events/s."""
+    from rich.live import Live
+
+    from choreography.lag import consumer_lag, with_rates
+
+    settings = _settings(config)
+    before = consumer_lag(settings)
+    time.sleep(min(interval, 1.0))
+    rows = with_rates(consumer_lag(settings), before, min(interval, 1.0))
+    if not watch:
+        console.print(_lag_table(rows))
+        return
+    with Live(_lag_table(rows), console=console, refresh_per_second=4) as live:
+        while True:
+            time.sleep(interval)
+            now = consumer_lag(settings)
+            live.update(_lag_table(with_rates(now, rows, interval)))
+            rows = now
+
+
+def _lag_table(rows: list[Any]) -> Table:
+    table = Table(title=f"Consumer lag at {time.strftime('%H:%M:%S')}")
+    for col in ("group", "topic", "partition", "committed", "end", "lag", "events/s"):
+        table.add_column(col, justify="right" if col not in ("group", "topic") else "left")
+    for r in sorted(rows, key=lambda r: (r.kind, r.group, r.topic, r.partition)):
+        committed = "-" if r.committed < 0 else str(r.committed)
+        style = "red" if r.lag > 10_000 else None
+        table.add_row(r.group, r.topic, str(r.partition), committed, str(r.end), str(r.lag),
+                      f"{r.events_per_s:,.0f}", style=style)  # fmt: skip
+    return table
+
+
+projections_app = typer.Typer(help="Inspect and rebuild ClickHouse projections.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("list")
+def projections_list(config: ConfigOpt = None) -> None:
+    """Show each projection's tables, events and rows stored, and position."""
+    from projections import projection_for
+
+    settings = _settings(config)
+    with _system(config, policies=False) as system:
+        status = system.projection_status()
+    _print_table(
+        "Projections",
+        ["name", "tables", "topics", "events (this run)", "rows (this run)", "poison"],
+        [
+            (name, ", ".join(t.name for t in projection_for(name).tables), ", ".join(spec.topics),
+             status.get(name, {}).get("events", 0), status.get(name, {}).get("rows", 0),
+             status.get(name, {}).get("poison", 0))
+            for name, spec in settings.projections.items()
+        ],
+    )  # fmt: skip
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="Projection to rebuild, e.g. orders.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Drop the projection's tables and replay it from the earliest offset (runbook Case 1),
+    with a progress bar showing events/s and ETA."""
+    settings = _settings(config)
+    if name not in settings.projections:
+        raise ValueError(f"unknown projection {name!r}; known: {sorted(settings.projections)}")
+    with _system(config, policies=False) as system:
+        ends = _end_offsets(settings, settings.projections[name].topics)
+        total = sum(ends.values())
+        system.rebuild_projection(name)
+        started = time.perf_counter()
+        with Progress(
+            TextColumn(f"Rebuilding {name}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} events/s"), TimeRemainingColumn(), console=console,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("rebuild", total=total, rate="0")
+            while True:
+                positions = system.projection_status()[name]["positions"]
+                done = sum(min(positions.get(k, 0), end) for k, end in ends.items())
+                rate = done / max(time.perf_counter() - started, 1e-6)
+                progress.update(task, completed=done, rate=f"{rate:,.0f}")
+                if done >= total:
+                    break
+                time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"[green]Rebuilt {name}[/]: {total:,} events in {elapsed:.1f}s ({total / elapsed:,.0f} events/s)"
+    )
+
+
+def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**settings.kafka.client_config(), "group.id": "choreo-cli", "isolation.level": "read_committed"}
+    )
+    try:
+        ends = {}
+        for base in topics:
+            topic = settings.topic_name(base)
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return ends
+    finally:
+        consumer.close()
 
 
 @app.command()

@@ -19,6 +19,7 @@ def read_topic(
     partitions: list[int] | None = None,
     registry: Registry | None = None,
     skip_undecodable: bool = False,
+    key: bytes | None = None,
 ) -> Iterator[StoredEvent]:
     """Every committed event of `topic` (or of some partitions), decoded, oldest first per partition."""
     registry = registry or default_registry()
@@ -45,6 +46,8 @@ def read_topic(
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         todo.discard(p)
+                    continue
+                if key is not None and msg.key() != key:
                     continue
                 try:
                     yield registry.decode_event(msg.value(), topic, p, offset)

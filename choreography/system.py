@@ -7,23 +7,27 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from actors import aggregate_for
 from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
 from actors.shard_actor import spawn_shard
 from choreography.config import Settings, load_settings
 from choreography.dlq import DeadLetter, read_dead_letters
 from choreography.errors import CommandRejected, ProjectionTimeout, ShardUnavailable
+from choreography.eventlog import read_topic
+from choreography.lag import LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, spawn_policy_runner
-from choreography.topics import DLQ_TOPIC, ensure_topics, shard_for
+from choreography.topics import DLQ_TOPIC, ensure_topics, events_topic, partition_for, shard_for
 from events import default_registry
 from events.base import Command, DomainModel, StoredEvent
-from projections.host import spawn_projection_host
+from projections.host import spawn_projection_hosts
 from projections.sink import QueryResult
 
 log = logging.getLogger("choreo.system")
@@ -58,7 +62,7 @@ def runner_config(settings: Settings, service: str, index: int) -> RunnerConfig:
 
 
 class System:
-    """A handle on a running Choreo deployment: shard actors, projections, Kafka topics."""
+    """A handle on a running Choreo deployment: shard actors, policy runners, projections."""
 
     def __init__(
         self,
@@ -69,6 +73,7 @@ class System:
         projections: bool = True,
         policies: bool = True,
         create_topics: bool = True,
+        metrics: bool = True,
     ) -> None:
         self.settings = settings
         self.detached = detached
@@ -83,21 +88,24 @@ class System:
             )
         if create_topics:
             ensure_topics(settings)
-        self.shards: dict[str, list[Any]] = {}
-        for service, spec in settings.services.items():
-            self.shards[service] = [
+        self.shards: dict[str, list[Any]] = {
+            service: [
                 spawn_shard(shard_config(settings, service, i), detached=detached) for i in range(spec.shards)
             ]
+            for service, spec in settings.services.items()
+        }
         self.policy_runners: dict[str, list[Any]] = {}
         if policies:
-            for service, spec in settings.services.items():
-                self.policy_runners[service] = [
+            self.policy_runners = {
+                service: [
                     spawn_policy_runner(runner_config(settings, service, i), detached=detached)
                     for i in range(spec.policy_runners)
                 ]
-        self.projection_host: Any = None
+                for service, spec in settings.services.items()
+            }
+        self.projection_hosts: dict[str, Any] = {}
         if projections and settings.projections:
-            self.projection_host = spawn_projection_host(
+            self.projection_hosts = spawn_projection_hosts(
                 settings.clickhouse.dsn,
                 settings.kafka.client_config(),
                 settings.namespace,
@@ -105,13 +113,23 @@ class System:
                 {n: p.model_dump() for n, p in settings.projections.items()},
                 detached=detached,
             )
+        self.lag_monitor: Any = spawn_lag_monitor(settings, detached=detached) if metrics else None
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 300) -> None:
-        refs = [a.info.remote() for a in self.actors() if a is not self.projection_host]
-        if self.projection_host is not None:
-            refs.append(self.projection_host.pid.remote())
-        ray.get(refs, timeout=timeout)
+        ray.get([a.__ray_ready__.remote() for a in self.actors()], timeout=timeout)
+
+    def _hosts(self) -> list[Any]:
+        unique: dict[str, Any] = {}
+        for host in self.projection_hosts.values():
+            unique.setdefault(host._actor_id.hex(), host)
+        return list(unique.values())
+
+    def actors(self) -> list[Any]:
+        found = [a for actors in self.shards.values() for a in actors]
+        found += [a for runners in self.policy_runners.values() for a in runners]
+        found += self._hosts()
+        return [*found, self.lag_monitor] if self.lag_monitor is not None else found
 
     def shard(self, service: str, aggregate_id: str) -> Any:
         actors = self.shards[service]
@@ -119,11 +137,21 @@ class System:
 
     # ---- commands ----------------------------------------------------------------
 
-    def submit(self, command: Command, timeout: float = 60) -> list[StoredEvent]:
-        """Handle one command. Returns its events, or raises CommandRejected."""
+    def submit(
+        self,
+        command: Command,
+        timeout: float = 60,
+        wait_for: str | None = None,
+        wait_timeout: float = 30,
+    ) -> list[StoredEvent]:
+        """Handle one command. Returns its events, or raises CommandRejected.
+
+        With `wait_for="orders"` it also blocks until that projection holds the events."""
         outcome = self.submit_many([command], timeout=timeout)[0]
         if isinstance(outcome, Rejected):
             raise CommandRejected(outcome.command_id, outcome.code, outcome.reason)
+        if wait_for is not None:
+            self.wait_for(outcome.events, projection=wait_for, timeout=wait_timeout)
         return outcome.events
 
     def submit_dict(self, type_name: str, data: dict[str, Any], timeout: float = 60) -> list[StoredEvent]:
@@ -163,31 +191,76 @@ class System:
                 results[i] = outcome
         return [r for r in results if r is not None]
 
-    # ---- reads -------------------------------------------------------------------
+    # ---- the write side's reads ----------------------------------------------------
 
-    def state(self, service: str, aggregate_id: str) -> tuple[DomainModel, int]:
-        """Current state and version of one aggregate, from its shard's memory."""
-        state, version = ray.get(self.shard(service, aggregate_id).state.remote(aggregate_id))
-        return state, version
+    def state(
+        self,
+        service: str,
+        aggregate_id: str,
+        *,
+        as_of: datetime | None = None,
+        version: int | None = None,
+    ) -> tuple[DomainModel, int]:
+        """An aggregate's state and version: current (from its shard's memory), or as it was at
+        a time or version (rebuilt from the event log)."""
+        if as_of is None and version is None:
+            state, current = ray.get(self.shard(service, aggregate_id).state.remote(aggregate_id))
+            return state, current
+        aggregate = aggregate_for(service)
+        state, reached = aggregate.initial(), 0
+        for ev in self.history(service, aggregate_id):
+            if version is not None and ev.version > version:
+                break
+            if as_of is not None and ev.envelope.occurred_at > as_of:
+                break
+            state, reached = aggregate.evolve(state, ev.payload), ev.version
+        return state, reached
+
+    def history(self, service: str, aggregate_id: str) -> list[StoredEvent]:
+        """Every event of one aggregate, oldest first, from its partition of the event log."""
+        if service not in self.settings.services:
+            raise ValueError(f"unknown service {service!r}; known: {sorted(self.settings.services)}")
+        partition = partition_for(aggregate_id, self.settings.partitions(service))
+        events = read_topic(
+            self.settings.kafka.client_config(),
+            self.settings.topic_name(events_topic(service)),
+            partitions=[partition],
+            key=aggregate_id.encode(),
+        )
+        return sorted(events, key=lambda e: e.version)
+
+    # ---- the read side -------------------------------------------------------------
+
+    def _host(self, projection: str | None = None) -> Any:
+        if not self.projection_hosts:
+            raise RuntimeError("this System was started without projections")
+        if projection is None:
+            return next(iter(self.projection_hosts.values()))
+        try:
+            return self.projection_hosts[projection]
+        except KeyError:
+            raise ValueError(
+                f"unknown projection {projection!r}; running: {sorted(self.projection_hosts)}"
+            ) from None
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
         """Run analytics SQL against the ClickHouse read side."""
-        if self.projection_host is None:
-            raise RuntimeError("this System was started without projections")
-        result: QueryResult = ray.get(self.projection_host.query.remote(sql, parameters))
+        result: QueryResult = ray.get(self._host().query.remote(sql, parameters))
         return result
 
     def wait_for(
         self, events: Iterable[StoredEvent], projection: str = "orders", timeout: float = 30
     ) -> None:
-        """Block until `projection` has stored every given event (read-your-writes)."""
+        """Block until `projection` has stored every given event (read-your-writes), or raise
+        ProjectionTimeout."""
+        host = self._host(projection)
         needed: dict[tuple[str, int], int] = {}
         for ev in events:
             key = (ev.topic, ev.partition)
             needed[key] = max(needed.get(key, 0), ev.offset + 1)
         deadline = time.monotonic() + timeout
         while True:
-            have = ray.get(self.projection_host.positions.remote(projection))
+            have = ray.get(host.positions.remote(projection))
             if all(have.get(k, 0) >= v for k, v in needed.items()):
                 return
             if time.monotonic() > deadline:
@@ -198,8 +271,21 @@ class System:
             time.sleep(0.02)
 
     def projection_status(self) -> dict[str, dict[str, Any]]:
-        status: dict[str, dict[str, Any]] = ray.get(self.projection_host.status.remote())
+        status: dict[str, dict[str, Any]] = {}
+        for host in self._hosts():
+            status.update(ray.get(host.status.remote()))
         return status
+
+    def pause_projection(self, name: str) -> None:
+        ray.get(self._host(name).pause.remote(name))
+
+    def resume_projection(self, name: str) -> None:
+        ray.get(self._host(name).resume.remote(name))
+
+    def rebuild_projection(self, name: str) -> None:
+        """Drop the projection's tables and replay it from the earliest offset (runbook Case 1).
+        Returns at once; follow progress with `projection_status()`."""
+        ray.get(self._host(name).rebuild.remote(name))
 
     def saga(self, order_id: str) -> QueryResult:
         """The ordered, cross-service event trail of one order (from `events_raw`)."""
@@ -213,16 +299,14 @@ class System:
     def dead_letters(self) -> list[DeadLetter]:
         return read_dead_letters(self.settings.kafka.client_config(), self.settings.topic_name(DLQ_TOPIC))
 
-    def actors(self) -> list[Any]:
-        found = [a for actors in self.shards.values() for a in actors]
-        found += [a for runners in self.policy_runners.values() for a in runners]
-        return [*found, self.projection_host] if self.projection_host is not None else found
+    def lag(self) -> list[LagRow]:
+        return consumer_lag(self.settings)
 
     def close(self) -> None:
         """Stop cleanly. Actors of a non-detached system are ended; detached ones keep running."""
-        if self.projection_host is not None:
+        for host in self._hosts():
             try:
-                ray.get(self.projection_host.stop.remote(), timeout=30)
+                ray.get(host.stop.remote(), timeout=30)
             except Exception as exc:  # best effort on shutdown
                 log.warning("projection host did not stop cleanly: %s", exc)
         if not self.detached:

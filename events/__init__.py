@@ -8,6 +8,7 @@ from events.orders import ORDER_COMMANDS, ORDER_EVENTS, CancelOrder, OrderLine, 
 from events.payment import PAYMENT_COMMANDS, PAYMENT_EVENTS
 from events.registry import DecodeError, InvalidCommand, Registry
 from events.shipping import SHIPPING_COMMANDS, SHIPPING_EVENTS
+from events.upcasters import order_placed_v1_to_v2
 
 ALL_EVENTS = (*ORDER_EVENTS, *INVENTORY_EVENTS, *PAYMENT_EVENTS, *SHIPPING_EVENTS)
 ALL_COMMANDS = (*ORDER_COMMANDS, *INVENTORY_COMMANDS, *PAYMENT_COMMANDS, *SHIPPING_COMMANDS)
@@ -15,7 +16,9 @@ ALL_COMMANDS = (*ORDER_COMMANDS, *INVENTORY_COMMANDS, *PAYMENT_COMMANDS, *SHIPPI
 
 def default_registry() -> Registry:
     """The registry of every command and event type Choreo knows, with its upcasters."""
-    return Registry(events=ALL_EVENTS, commands=ALL_COMMANDS)
+    registry = Registry(events=ALL_EVENTS, commands=ALL_COMMANDS)
+    registry.add_upcaster("OrderPlaced", 1, order_placed_v1_to_v2)
+    return registry
 
 
 __all__ = [

@@ -11,6 +11,8 @@ from events.base import Command, DomainModel, Event
 
 ORDER = "order"
 APPROVED_TOKEN = "tok_visa"
+DEFAULT_CURRENCY = "USD"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"  # an ISO 4217 alphabetic code
 
 
 class OrderLine(DomainModel):
@@ -36,6 +38,7 @@ class PlaceOrder(OrderCommand):
     lines: tuple[OrderLine, ...] = Field(min_length=1, max_length=100)
     payment_token: str = Field(default=APPROVED_TOKEN, min_length=1, max_length=64)
     shipping_address: str = Field(default="1 Main St, Springfield", min_length=1, max_length=200)
+    currency: str = Field(default=DEFAULT_CURRENCY, pattern=CURRENCY_PATTERN)
 
     @field_validator("lines")
     @classmethod
@@ -91,11 +94,16 @@ class OrderEvent(Event):
 
 
 class OrderPlaced(OrderEvent):
+    """v2 renamed v1's `shipping_address` to `ship_to` and added `currency` (events/upcasters.py)."""
+
+    schema_version: ClassVar[int] = 2
+
     customer_id: str
     lines: tuple[OrderLine, ...]
     total_cents: int
     payment_token: str = APPROVED_TOKEN
-    shipping_address: str = ""
+    ship_to: str = ""
+    currency: str = Field(default=DEFAULT_CURRENCY, pattern=CURRENCY_PATTERN)
     deadline_at: datetime | None = None
 
 

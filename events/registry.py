@@ -39,6 +39,10 @@ class Registry:
     def add_upcaster(self, event_type: str, from_version: int, fn: Upcaster) -> None:
         self._upcasters[(event_type, from_version)] = fn
 
+    def has_upcaster(self, event_type: str, from_version: int) -> bool:
+        """Whether `event_type` payloads of `from_version` can be upcast to `from_version + 1`."""
+        return (event_type, from_version) in self._upcasters
+
     def event_class(self, name: str) -> type[Event]:
         try:
             return self.events[name]

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from projections.base import Projection, Table
 from projections.events_raw import EventsRawProjection
-from projections.orders import OrdersProjection
+from projections.inventory import InventoryLevelsProjection
+from projections.orders import (
+    CustomerOrdersProjection,
+    OrderLinesProjection,
+    OrdersProjection,
+    SagaOutcomesProjection,
+)
+from projections.sales import SalesProjection
 
 PROJECTIONS: dict[str, type[Projection]] = {
-    "orders": OrdersProjection,
-    "events_raw": EventsRawProjection,
+    p.name: p
+    for p in (
+        OrdersProjection,
+        OrderLinesProjection,
+        CustomerOrdersProjection,
+        SalesProjection,
+        SagaOutcomesProjection,
+        InventoryLevelsProjection,
+        EventsRawProjection,
+    )
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +27,21 @@ class Table:
     """CREATE TABLE IF NOT EXISTS ... ; must declare the position columns via POSITION_DDL."""
 
 
+@dataclass(frozen=True)
+class View:
+    """A materialized view fed by a projection table (created after, dropped before, the tables)."""
+
+    name: str
+    ddl: str
+
+
 class Projection(ABC):
     """Turns a batch of events into rows per table. Holds no I/O of its own but `lookup`."""
 
     name: str
     topics: Sequence[str]
     tables: Sequence[Table]
+    views: Sequence[View] = ()
 
     @abstractmethod
     def project(self, events: Sequence[StoredEvent], lookup: Lookup) -> dict[str, list[Row]]:
@@ -43,3 +53,62 @@ class Projection(ABC):
 
 def position(event: StoredEvent) -> Row:
     return (event.topic, event.partition, event.offset)
+
+
+class RowPerKey(Projection):
+    """One evolving row per key (an order, a SKU): each event folds into the key's latest row.
+
+    The latest rows are cached; after a restart a missing key is read back from the table
+    itself, so the projection needs no state outside ClickHouse."""
+
+    table: Table
+    key: str
+    cache_size = 200_000
+
+    def __init__(self) -> None:
+        self.tables = (self.table,)
+        self._latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    @abstractmethod
+    def key_of(self, event: StoredEvent) -> str | None:
+        """The row key this event updates, or None when the event is of no interest."""
+
+    @abstractmethod
+    def apply(self, row: dict[str, Any] | None, event: StoredEvent) -> dict[str, Any] | None:
+        """The key's new row (all columns) after `event`, or None to write nothing."""
+
+    def reset(self) -> None:
+        self._latest.clear()
+
+    def _load(self, keys: set[str], lookup: Lookup) -> None:
+        missing = [k for k in keys if k not in self._latest]
+        if not missing:
+            return
+        cols = ", ".join(self.table.columns)
+        sql = (
+            f"SELECT {cols} FROM {self.table.name} WHERE {self.key} IN %(keys)s "
+            f"ORDER BY version DESC LIMIT 1 BY {self.key}"
+        )
+        for values in lookup(sql, {"keys": missing}):
+            row = dict(zip(self.table.columns, values, strict=True))
+            self._remember(row[self.key], row)
+
+    def _remember(self, key: str, row: dict[str, Any]) -> None:
+        self._latest[key] = row
+        self._latest.move_to_end(key)
+        if len(self._latest) > self.cache_size:
+            self._latest.popitem(last=False)
+
+    def project(self, events: Sequence[StoredEvent], lookup: Lookup) -> dict[str, list[Row]]:
+        keyed = [(self.key_of(e), e) for e in events]
+        self._load({k for k, e in keyed if k is not None and e.version > 1}, lookup)
+        rows: list[Row] = []
+        for key, event in keyed:
+            if key is None:
+                continue
+            row = self.apply(self._latest.get(key), event)
+            if row is None:
+                continue
+            self._remember(key, row)
+            rows.append((*(row[c] for c in self.table.columns), *position(event)))
+        return {self.table.name: rows}

@@ -127,7 +127,7 @@ class ProjectionHost:
 RemoteProjectionHost = ray.remote(ProjectionHost)
 
 
-def spawn_projection_host(
+def spawn_projection_hosts(
     dsn: str,
     kafka: dict[str, str],
     namespace: str,
@@ -135,9 +135,29 @@ def spawn_projection_host(
     projections: dict[str, dict[str, Any]],
     *,
     detached: bool = False,
+) -> dict[str, Any]:
+    """Projection name -> the actor running it. The embedded engine allows one engine per
+    process, so one host runs them all; against a ClickHouse server each gets its own actor."""
+    if dsn.startswith("chdb://"):
+        host = _spawn("projection-host", dsn, kafka, namespace, topic_prefix, projections, detached)
+        return dict.fromkeys(projections, host)
+    return {
+        name: _spawn(f"projection-{name}", dsn, kafka, namespace, topic_prefix, {name: opts}, detached)
+        for name, opts in projections.items()
+    }
+
+
+def _spawn(
+    actor: str,
+    dsn: str,
+    kafka: dict[str, str],
+    namespace: str,
+    topic_prefix: str,
+    projections: dict[str, dict[str, Any]],
+    detached: bool,
 ) -> Any:
     return RemoteProjectionHost.options(
-        name="projection-host",
+        name=actor,
         namespace=namespace,
         get_if_exists=True,
         lifetime="detached" if detached else None,

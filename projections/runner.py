@@ -70,6 +70,8 @@ class ProjectionRunner:
         for table in self.projection.tables:
             self.sink.create(table)
             self.table_max[table.name] = self.sink.max_offsets(table)
+        for view in self.projection.views:
+            self.sink.command(view.ddl)
         self.consumer = Consumer(consumer_config(self.kafka, self.group_id))
         assignment = []
         for topic in self.topics:
@@ -92,6 +94,8 @@ class ProjectionRunner:
     def rebuild(self) -> None:
         """Drop the tables and replay from the earliest offset (runbook Case 1)."""
         self.stop()
+        for view in self.projection.views:
+            self.sink.command(f"DROP VIEW IF EXISTS {view.name}")
         for table in self.projection.tables:
             self.sink.drop(table)
         self.projection.reset()
@@ -135,6 +139,11 @@ class ProjectionRunner:
             stats.events = len(events)
             stats.rows = self._write(events)
         self.next_offsets.update(consumed)
+        if consumed:
+            # Informational only (for `choreo lag` and Kafka tooling): ClickHouse holds the truth.
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in consumed.items()], asynchronous=True
+            )
         stats.seconds = time.perf_counter() - started
         self.totals.events += stats.events
         self.totals.rows += stats.rows

@@ -44,7 +44,7 @@ LINES = (
     OrderLine(sku="B", quantity=1, unit_price_cents=99),
 )
 PLACE = PlaceOrder(order_id="o1", customer_id="c1", lines=LINES)
-PLACED = OrderPlaced(order_id="o1", customer_id="c1", lines=LINES, total_cents=399, shipping_address=ADDRESS)
+PLACED = OrderPlaced(order_id="o1", customer_id="c1", lines=LINES, total_cents=399, ship_to=ADDRESS)
 
 RESERVED_A = OrderLineReserved(order_id="o1", sku="A")
 RESERVED_B = OrderLineReserved(order_id="o1", sku="B")
@@ -128,7 +128,7 @@ def test_placing_carries_payment_token_and_shipping_address_onto_the_event() -> 
                 lines=LINES,
                 total_cents=399,
                 payment_token="tok_mastercard",
-                shipping_address="7 Elm Rd",
+                ship_to="7 Elm Rd",
             )
         )
     )

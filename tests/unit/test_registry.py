@@ -38,7 +38,7 @@ def test_event_round_trips_with_envelope_and_position() -> None:
 
 def test_headers_carry_type_and_schema_version() -> None:
     env = _envelope(OrderPlaced(order_id="o", customer_id="c", lines=(), total_cents=0))
-    assert dict(event_headers(env)) == {TYPE_HEADER: b"OrderPlaced", VERSION_HEADER: b"1"}
+    assert dict(event_headers(env)) == {TYPE_HEADER: b"OrderPlaced", VERSION_HEADER: b"2"}
 
 
 class Renamed(Event):
