@@ -13,6 +13,7 @@ import ray
 from actors import aggregate_for
 from actors.outcomes import Outcome
 from actors.shard import Shard, ShardConfig, ShardFenced
+from choreography.runtime import tune_gc
 from events import default_registry
 from events.base import Command, DomainModel
 
@@ -27,6 +28,7 @@ class ShardActor:
 
     def __init__(self, config: ShardConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        tune_gc()
         self.config = config
         self.shard = Shard(config, aggregate_for(config.service, config.deadline_s), default_registry())
         self.lock = threading.Lock()

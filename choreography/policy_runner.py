@@ -16,6 +16,7 @@ from actors.shard import position
 from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.policies import WIRING, run_policies, source_services
+from choreography.runtime import tune_gc
 from choreography.topics import commands_topic, dlq_topic, events_topic, partition_for
 from events import default_registry
 from events.base import Command
@@ -126,6 +127,7 @@ class PolicyRunner:
 class PolicyRunnerActor:
     def __init__(self, config: RunnerConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        tune_gc()
         self.runner = PolicyRunner(config)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="policies", daemon=True)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
 from events.base import Command, Envelope, Event, StoredEvent
 
@@ -35,6 +35,7 @@ class Registry:
         self.events: dict[str, type[Event]] = {e.type_name(): e for e in events}
         self.commands: dict[str, type[Command]] = {c.type_name(): c for c in commands}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._records: dict[type[Event], type[BaseModel]] = {}
 
     def add_upcaster(self, event_type: str, from_version: int, fn: Upcaster) -> None:
         self._upcasters[(event_type, from_version)] = fn
@@ -79,6 +80,9 @@ class Registry:
     def decode_event(self, value: bytes | None, topic: str, partition: int, offset: int) -> StoredEvent:
         if not value:
             raise DecodeError("empty message value")
+        fast = self._decode_current(value, topic, partition, offset)
+        if fast is not None:
+            return fast
         try:
             raw = json.loads(value)
             env = raw["envelope"]
@@ -98,6 +102,37 @@ class Registry:
             raise
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             raise DecodeError(f"undecodable event: {type(exc).__name__}: {exc}") from exc
+
+    def _decode_current(self, value: bytes, topic: str, partition: int, offset: int) -> StoredEvent | None:
+        """Hot path: an event already at its current schema version, parsed and validated in one
+        pass by pydantic's Rust JSON parser. Anything else (old versions, poison) returns None
+        and takes the general path, which upcasts and explains errors."""
+        start = value.find(b'"event_type":"')
+        if start < 0:
+            return None
+        start += 14
+        cls = self.events.get(value[start : value.find(b'"', start)].decode(errors="replace"))
+        if cls is None:
+            return None
+        record = self._records.get(cls)
+        if record is None:
+            record = self._records[cls] = create_model(
+                f"{cls.__name__}Record", envelope=(Envelope, ...), payload=(cls, ...)
+            )
+        try:
+            parsed = record.model_validate_json(value)
+        except ValidationError:
+            return None
+        envelope: Envelope = parsed.envelope  # type: ignore[attr-defined]
+        if envelope.schema_version != cls.schema_version:
+            return None
+        return StoredEvent(
+            envelope=envelope,
+            payload=parsed.payload,  # type: ignore[attr-defined]
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
 
     # ---- commands -------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class RowPerKey(Projection):
     table: Table
     key: str
     cache_size = 200_000
+    lookup_chunk = 2_000
 
     def __init__(self) -> None:
         self.tables = (self.table,)
@@ -80,18 +81,22 @@ class RowPerKey(Projection):
     def reset(self) -> None:
         self._latest.clear()
 
-    def _load(self, keys: set[str], lookup: Lookup) -> None:
-        missing = [k for k in keys if k not in self._latest]
-        if not missing:
-            return
+    def _load(self, keyed: list[tuple[str | None, StoredEvent]], lookup: Lookup) -> None:
+        """Read back the latest row of keys whose history starts before this batch."""
+        first: dict[str, int] = {}
+        for key, event in keyed:
+            if key is not None and key not in first:
+                first[key] = event.version
+        missing = [k for k, v in first.items() if v > 1 and k not in self._latest]
         cols = ", ".join(self.table.columns)
         sql = (
             f"SELECT {cols} FROM {self.table.name} WHERE {self.key} IN %(keys)s "
             f"ORDER BY version DESC LIMIT 1 BY {self.key}"
         )
-        for values in lookup(sql, {"keys": missing}):
-            row = dict(zip(self.table.columns, values, strict=True))
-            self._remember(row[self.key], row)
+        for start in range(0, len(missing), self.lookup_chunk):
+            for values in lookup(sql, {"keys": missing[start : start + self.lookup_chunk]}):
+                row = dict(zip(self.table.columns, values, strict=True))
+                self._remember(row[self.key], row)
 
     def _remember(self, key: str, row: dict[str, Any]) -> None:
         self._latest[key] = row
@@ -101,7 +106,7 @@ class RowPerKey(Projection):
 
     def project(self, events: Sequence[StoredEvent], lookup: Lookup) -> dict[str, list[Row]]:
         keyed = [(self.key_of(e), e) for e in events]
-        self._load({k for k, e in keyed if k is not None and e.version > 1}, lookup)
+        self._load(keyed, lookup)
         rows: list[Row] = []
         for key, event in keyed:
             if key is None:

@@ -17,6 +17,7 @@ from confluent_kafka import Message, Producer
 
 from choreography.dlq import dead_letter_from, send_dead_letter
 from choreography.kafka_io import producer_config
+from choreography.runtime import tune_gc
 from choreography.topics import dlq_topic
 from events import default_registry
 from projections import projection_for
@@ -36,6 +37,7 @@ class ProjectionHost:
         projections: dict[str, dict[str, Any]],
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        tune_gc()
         self.sink = ClickHouseSink(dsn)
         registry = default_registry()
         self.dlq = Producer(producer_config(kafka))

@@ -34,19 +34,20 @@ def test_restarted_projection_matches_the_event_log(make_settings, start_system)
     pids = set()
     for _ in range(3):
         time.sleep(0.4)
-        pids.add(ray.get(system.projection_host.pid.remote()))
-        ray.kill(system.projection_host, no_restart=False)
+        pids.add(ray.get(system.projection_hosts['orders'].pid.remote()))
+        ray.kill(system.projection_hosts['orders'], no_restart=False)
     driver.join(timeout=300)
     assert not driver.is_alive()
 
     log = read_log(settings, "order-events")
     assert len(log) == len(places) + len(cancels)
     system.wait_for(log, projection="orders", timeout=120)
-    pids.add(ray.get(system.projection_host.pid.remote()))
+    pids.add(ray.get(system.projection_hosts['orders'].pid.remote()))
     assert len(pids) >= 3, "the projection host was not restarted"
 
-    history = system.query("SELECT count(), uniqExact(event_id) FROM order_history").rows[0]
-    assert history == (len(log), len(log)), "order_history must hold each event exactly once"
+    system.wait_for(log, projection="events_raw", timeout=120)
+    raw = system.query("SELECT count(), uniqExact(event_id) FROM events_raw").rows[0]
+    assert raw == (len(log), len(log)), "events_raw must hold each event exactly once"
 
     expected = Counter(state.status.value for state, _ in fold_log(log).values())
     rows = system.query("SELECT status, count() FROM orders FINAL GROUP BY status").rows
