@@ -56,9 +56,7 @@ class StockItemAggregate:
                 else:
                     return [StockReserved(sku=command.sku, order_id=oid, quantity=command.quantity)]
                 return [
-                    StockReservationRejected(
-                        sku=command.sku, order_id=oid, quantity=command.quantity, reason=reason
-                    )
+                    StockReservationRejected(sku=command.sku, order_id=oid, quantity=command.quantity, reason=reason)
                 ]
             case ReleaseStock():
                 held = state.reserved.get(command.order_id)

@@ -127,9 +127,7 @@ class OrderAggregate:
                             shipping_address=state.shipping_address, lines=state.lines,
                         )
                     ]  # fmt: skip
-                if state.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED) and not (
-                    state.paid or state.refunded
-                ):
+                if state.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED) and not (state.paid or state.refunded):
                     return [StrayPaymentRefunded(order_id=oid, amount_cents=command.amount_cents)]
                 return []
             case RecordPaymentDeclined():
@@ -247,9 +245,7 @@ class OrderAggregate:
                     update={"status": OrderStatus.SHIPPING, "paid": True, "paid_cents": event.amount_cents}
                 )
             case OrderConfirmed():
-                return state.model_copy(
-                    update={"status": OrderStatus.CONFIRMED, "tracking_id": event.tracking_id}
-                )
+                return state.model_copy(update={"status": OrderStatus.CONFIRMED, "tracking_id": event.tracking_id})
             case OrderRejected():
                 return state.model_copy(update={"status": OrderStatus.REJECTED, "reason": event.reason})
             case OrderCancelled():

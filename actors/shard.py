@@ -261,9 +261,7 @@ class Shard:
                     raise
             except KafkaException as exc:
                 if is_fatal(exc):
-                    raise ShardFenced(
-                        f"{self.config.transactional_id} was fenced by a newer instance: {exc}"
-                    ) from None
+                    raise ShardFenced(f"{self.config.transactional_id} was fenced by a newer instance: {exc}") from None
                 if not is_abortable(exc) or attempt == 2:
                     raise
                 log.warning("transaction aborted (%s); retrying the batch", exc)
@@ -429,9 +427,7 @@ class Shard:
 
     def _maybe_snapshot(self, force: bool = False) -> int:
         due = [
-            p
-            for p in self.owned
-            if self.dirty[p] and (force or self.since_checkpoint[p] >= self.config.snapshot_every)
+            p for p in self.owned if self.dirty[p] and (force or self.since_checkpoint[p] >= self.config.snapshot_every)
         ]
         if not due:
             return 0
@@ -445,9 +441,7 @@ class Shard:
                     "version": entry.version,
                     "recent": list(entry.recent),
                 }
-                self.producer.produce(
-                    self.snapshots_topic, key=agg_id.encode(), value=json.dumps(body), partition=p
-                )
+                self.producer.produce(self.snapshots_topic, key=agg_id.encode(), value=json.dumps(body), partition=p)
                 written += 1
             marker = json.dumps({"next_offset": self.next_offset[p], "at": time.time()})
             self.producer.produce(self.snapshots_topic, key=CHECKPOINT_KEY, value=marker, partition=p)

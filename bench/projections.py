@@ -29,9 +29,7 @@ def produce(settings, topic: str, messages: list[tuple[bytes, bytes]], partition
         for key, value in messages:
             while True:
                 try:
-                    producer.produce(
-                        topic, key=key, value=value, partition=partition_for(key.decode(), partitions)
-                    )
+                    producer.produce(topic, key=key, value=value, partition=partition_for(key.decode(), partitions))
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -76,9 +74,7 @@ def raw_insert(sink: ClickHouseSink, table: Table, rows: list[tuple], batch: int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=50_000, help="orders in the stream (6 events each)")
     parser.add_argument("--batch", type=int, default=50_000, help="rows per ClickHouse insert")
     parser.add_argument("--config", default=None, help="cluster file (default: cluster.yaml)")

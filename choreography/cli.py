@@ -46,9 +46,7 @@ USER_ERRORS = (
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--config", "-c", help="Cluster file with the topology under `metadata:`.", envvar="CHOREO_CONFIG"
-    ),
+    typer.Option("--config", "-c", help="Cluster file with the topology under `metadata:`.", envvar="CHOREO_CONFIG"),
 ]
 PortOpt = Annotated[int, typer.Option(help="Broker port on 127.0.0.1 (the controller uses port+1).")]
 DataDirOpt = Annotated[
@@ -88,9 +86,7 @@ def kafka_start(
     with console.status(f"Starting Kafka on 127.0.0.1:{port}..."):
         status, started = broker.start()
     if started:
-        console.print(
-            f"[green]Kafka started[/] on {status.bootstrap} (pid {status.pid}, data {status.data_dir})"
-        )
+        console.print(f"[green]Kafka started[/] on {status.bootstrap} (pid {status.pid}, data {status.data_dir})")
     else:
         who = f"pid {status.pid}" if status.pid else "not started by choreo"
         console.print(f"[yellow]Kafka is already running[/] on {status.bootstrap} ({who})")
@@ -102,9 +98,7 @@ def _create_topics(config: Path | None, bootstrap: str) -> None:
     from choreography.topics import ensure_topics
 
     settings = _settings(config)
-    settings = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})}
-    )
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})})
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
     created = ensure_topics(settings)
     console.print(f"Topics: {len(created)} created, {len(settings.topics) - len(created)} already present")
@@ -234,8 +228,7 @@ def demo_orders(run: str, count: int, rng: random.Random) -> tuple[list[Any], li
             order_id=f"{run}-{i}",
             customer_id=f"customer-{rng.randrange(500)}",
             lines=tuple(
-                OrderLine(sku=sku, quantity=rng.randint(1, 3), unit_price_cents=rng.randint(100, 5000))
-                for sku in skus
+                OrderLine(sku=sku, quantity=rng.randint(1, 3), unit_price_cents=rng.randint(100, 5000)) for sku in skus
             ),
             payment_token="tok_chargeDeclined" if roll < 0.05 else "tok_visa",
             shipping_address="Nowhere Road 1" if 0.05 <= roll < 0.08 else f"{i} Main St",
@@ -474,9 +467,7 @@ def projections_rebuild(
                     break
                 time.sleep(0.2)
     elapsed = time.perf_counter() - started
-    console.print(
-        f"[green]Rebuilt {name}[/]: {total:,} events in {elapsed:.1f}s ({total / elapsed:,.0f} events/s)"
-    )
+    console.print(f"[green]Rebuilt {name}[/]: {total:,} events in {elapsed:.1f}s ({total / elapsed:,.0f} events/s)")
 
 
 def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
@@ -494,6 +485,118 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
         return ends
     finally:
         consumer.close()
+
+
+@app.command()
+def loadtest(
+    duration: Annotated[float, typer.Option(help="Seconds of load (open loop, or closed without --orders).")] = 30,
+    rate: Annotated[float, typer.Option(help="Open loop: orders offered per second.")] = 500,
+    closed: Annotated[
+        bool,
+        typer.Option(
+            "--closed", help="Closed loop: keep --concurrency sagas in flight to find the max sustained rate."
+        ),
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="Closed loop: sagas in flight.")] = 2000,
+    orders: Annotated[int | None, typer.Option(help="Stop after this many orders.")] = None,
+    lines: Annotated[int, typer.Option(help="Lines per order.", min=1, max=20)] = 2,
+    stockouts: Annotated[float, typer.Option(help="Share of orders asking for a scarce SKU.")] = 0.10,
+    declines: Annotated[float, typer.Option(help="Share of orders whose card is declined.")] = 0.10,
+    ship_failures: Annotated[float, typer.Option(help="Share of orders with an undeliverable address.")] = 0.05,
+    cancels: Annotated[float, typer.Option(help="Share of orders the customer cancels.")] = 0.05,
+    shards: Annotated[list[str] | None, typer.Option(help="Override shard counts, e.g. --shards order=4.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the order mix.")] = 1,
+    output: Annotated[Path, typer.Option(help="Directory for loadtest.json and PNG plots.")] = Path("loadtest-results"),
+    config: ConfigOpt = None,
+) -> None:
+    """Drive the whole choreography and report orders/s, latencies, stages, errors and invariants.
+
+    Runs against a local system by default, or the Ray cluster in RAY_ADDRESS. Exits 1 when an
+    invariant breaks."""
+    from rich.live import Live
+
+    from choreography.loadtest import LoadSpec, LoadTest, SagaObserver, write_outputs
+    from choreography.system import System
+
+    settings = _with_shards(_settings(config), shards or [])
+    spec = LoadSpec(
+        mode="closed" if closed else "open", rate=rate, duration=duration, orders=orders, concurrency=concurrency,
+        lines=lines, stockouts=stockouts, declines=declines, ship_failures=ship_failures, cancels=cancels, seed=seed,
+    )  # fmt: skip
+    with console.status("Starting Ray actors (shards rehydrate from Kafka)..."):
+        system = System(settings)
+    try:
+        test = LoadTest(system, spec)
+        system.submit_many(test.factory.stock())
+        observer = SagaObserver(system, test.run)
+        observer.start()
+        with Live(_load_table(test, observer, 0.0), console=console, refresh_per_second=2) as live:
+            tick = lambda t, o, started: live.update(_load_table(t, o, time.monotonic() - started))  # noqa: E731
+            load_seconds = test.run_load(observer, tick)
+            started = time.monotonic() - load_seconds
+            test.drain(observer, started, tick)
+        observer.stop_flag.set()
+        with console.status("Auditing invariants from the event log..."):
+            report = test.report(observer, load_seconds)
+    finally:
+        system.close()
+    paths = write_outputs(report, output)
+    _print_load_summary(report)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+    if not report["invariants"]["ok"]:
+        err_console.print(f"[red]invariants broken:[/] {report['invariants']['violations'][:5]}")
+        raise typer.Exit(1)
+
+
+def _with_shards(settings: Settings, overrides: list[str]) -> Settings:
+    services = dict(settings.services)
+    for item in overrides:
+        name, _, count = item.partition("=")
+        if name not in services or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--shards expects SERVICE=N with SERVICE in {sorted(services)}, got {item!r}")
+        services[name] = services[name].model_copy(update={"shards": int(count)})
+    return settings.model_copy(update={"services": services})
+
+
+def _load_table(test: Any, observer: Any, elapsed: float) -> Table:
+    samples = test.samples[-6:]
+    offered = completed = 0.0
+    if len(samples) >= 2 and samples[-1].t > samples[0].t:
+        dt = samples[-1].t - samples[0].t
+        offered = (samples[-1].offered - samples[0].offered) / dt
+        completed = (samples[-1].completed - samples[0].completed) / dt
+    lag = samples[-1].lag if samples else {}
+    table = Table(title=f"choreo loadtest {test.run} ({test.spec.mode} loop) - {elapsed:,.0f}s")
+    for col in ("offered/s", "completed/s", "placed", "completed", "in flight", "lag", "errors"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{offered:,.0f}", f"{completed:,.0f}", f"{len(test.placed_at):,}", f"{len(observer.ended):,}",
+        f"{len(test.placed_at) - len(observer.ended):,}", " ".join(f"{k}={v}" for k, v in sorted(lag.items())) or "-",
+        str(sum(test.errors.values())),
+    )  # fmt: skip
+    return table
+
+
+def _print_load_summary(report: dict[str, Any]) -> None:
+    lat = report["latency_ms"]
+    table = Table(title=f"Load test {report['run']}: {report['orders']:,} orders")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("orders/s (completed, sustained)", f"{report['orders_per_s']:,.0f}")
+    table.add_row("orders/s offered", f"{report['offered_orders_per_s']:,.0f}")
+    for name in ("place_to_terminal", "place_to_visible"):
+        p = lat[name]
+        table.add_row(
+            f"{name} p50/p95/p99/max ms", f"{p['p50']:,.0f} / {p['p95']:,.0f} / {p['p99']:,.0f} / {p['max']:,.0f}"
+        )
+    table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items())))
+    table.add_row("stuck sagas", str(report["stuck"]))
+    for stage, per_s in sorted(report["stages_per_s"].items()):
+        table.add_row(f"stage {stage}/s", f"{per_s:,.0f}")
+    table.add_row("errors", ", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none")
+    inv = report["invariants"]
+    table.add_row("invariants", "[green]ok[/]" if inv["ok"] else f"[red]BROKEN[/] {inv['violations'][:3]}")
+    console.print(table)
 
 
 @app.command()
@@ -527,18 +630,13 @@ def dlq_list(config: ConfigOpt = None) -> None:
     _print_table(
         f"{len(letters)} dead letters",
         ["dlq offset", "source", "stage", "error"],
-        [
-            (lt.dlq_offset, f"{lt.source_topic}[{lt.partition}]@{lt.offset}", lt.stage, lt.error)
-            for lt in letters
-        ],
+        [(lt.dlq_offset, f"{lt.source_topic}[{lt.partition}]@{lt.offset}", lt.stage, lt.error) for lt in letters],
     )
 
 
 @dlq_app.command("redrive")
 def dlq_redrive(
-    offsets: Annotated[
-        list[int] | None, typer.Argument(help="DLQ offsets to redrive (see `choreo dlq list`).")
-    ] = None,
+    offsets: Annotated[list[int] | None, typer.Argument(help="DLQ offsets to redrive (see `choreo dlq list`).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Redrive every dead letter.")] = False,
     config: ConfigOpt = None,
 ) -> None:

@@ -88,9 +88,7 @@ class Settings(Strict):
                     raise ValueError(f"services.{service}: topic '{service}-{kind}' is not declared")
             events, snaps = names[f"{service}-events"], names[f"{service}-snapshots"]
             if events.partitions != snaps.partitions:
-                raise ValueError(
-                    f"services.{service}: {snaps.name} must have as many partitions as {events.name}"
-                )
+                raise ValueError(f"services.{service}: {snaps.name} must have as many partitions as {events.name}")
         for name, proj in self.projections.items():
             for topic in proj.topics:
                 if topic not in names:
@@ -125,9 +123,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     return settings_from_metadata(doc["metadata"], env, source=str(cfg_path))
 
 
-def settings_from_metadata(
-    metadata: dict[str, Any], env: dict[str, str], source: str = "metadata"
-) -> Settings:
+def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source: str = "metadata") -> Settings:
     data = dict(metadata)
     if env.get(ENV_KAFKA_BOOTSTRAP):
         data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": env[ENV_KAFKA_BOOTSTRAP]}
@@ -139,9 +135,7 @@ def settings_from_metadata(
         settings = Settings.model_validate(_stringify_topic_configs(data))
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid metadata: {_prefixed(exc)}") from None
-    return settings.model_copy(
-        update={"clickhouse": ClickHouseSettings(dsn=resolve_dsn(settings.clickhouse.dsn))}
-    )
+    return settings.model_copy(update={"clickhouse": ClickHouseSettings(dsn=resolve_dsn(settings.clickhouse.dsn))})
 
 
 def resolve_dsn(dsn: str) -> str:
@@ -158,9 +152,7 @@ def _stringify_topic_configs(data: dict[str, Any]) -> dict[str, Any]:
     topics = data.get("topics")
     if isinstance(topics, list):
         data["topics"] = [
-            {**t, "config": {k: str(v) for k, v in (t.get("config") or {}).items()}}
-            if isinstance(t, dict)
-            else t
+            {**t, "config": {k: str(v) for k, v in (t.get("config") or {}).items()}} if isinstance(t, dict) else t
             for t in topics
         ]
     return data

@@ -20,12 +20,11 @@ def read_topic(
     registry: Registry | None = None,
     skip_undecodable: bool = False,
     key: bytes | None = None,
+    key_prefix: bytes | None = None,
 ) -> Iterator[StoredEvent]:
     """Every committed event of `topic` (or of some partitions), decoded, oldest first per partition."""
     registry = registry or default_registry()
-    consumer = Consumer(
-        consumer_config(kafka, f"choreo-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True})
-    )
+    consumer = Consumer(consumer_config(kafka, f"choreo-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         wanted = sorted(meta.partitions) if partitions is None else partitions
@@ -48,6 +47,8 @@ def read_topic(
                         todo.discard(p)
                     continue
                 if key is not None and msg.key() != key:
+                    continue
+                if key_prefix is not None and not (msg.key() or b"").startswith(key_prefix):
                     continue
                 try:
                     yield registry.decode_event(msg.value(), topic, p, offset)

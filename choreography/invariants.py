@@ -32,10 +32,18 @@ class Audit:
             self.violations.append(message)
 
 
-def audit(events: Iterable[StoredEvent], order_ids: Iterable[str] | None = None) -> Audit:
+def audit(
+    events: Iterable[StoredEvent],
+    order_ids: Iterable[str] | None = None,
+    skus: Iterable[str] | None = None,
+) -> Audit:
     """Check every invariant: one terminal state per order, stock never negative and conserved,
-    money captured - refunded = confirmed totals, unique event ids, gap-free versions."""
+    money captured - refunded = confirmed totals, unique event ids, gap-free versions.
+
+    `order_ids` and `skus` scope the audit to one run's orders and stock on a shared log."""
     result = Audit()
+    order_scope = set(order_ids) if order_ids is not None else None
+    sku_scope = set(skus) if skus is not None else None
     by_aggregate: dict[tuple[str, str], list[StoredEvent]] = defaultdict(list)
     seen_ids: set[str] = set()
     for ev in events:
@@ -57,16 +65,16 @@ def audit(events: Iterable[StoredEvent], order_ids: Iterable[str] | None = None)
                     placed[agg_id] = e.payload
                 if isinstance(e.payload, TERMINAL_EVENTS):
                     terminal[agg_id].append(e.envelope.event_type)
-        elif kind == "inventory":
+        elif kind == "inventory" and (sku_scope is None or agg_id in sku_scope):
             _audit_stock(agg_id, evs, result)
-        elif kind == "payment":
+        elif kind == "payment" and (order_scope is None or agg_id in order_scope):
             for e in evs:
                 if isinstance(e.payload, PaymentCaptured):
                     result.captured_cents += e.payload.amount_cents
                 elif isinstance(e.payload, PaymentRefunded):
                     result.refunded_cents += e.payload.amount_cents
 
-    expected = set(order_ids) if order_ids is not None else set(placed)
+    expected = order_scope if order_scope is not None else set(placed)
     result.orders = len(expected)
     for oid in expected:
         ends = terminal.get(oid, [])
@@ -81,7 +89,7 @@ def audit(events: Iterable[StoredEvent], order_ids: Iterable[str] | None = None)
             f"money: captured {result.captured_cents} - refunded {result.refunded_cents} "
             f"!= confirmed {result.confirmed_cents}"
         )
-    _audit_shipped_lines(by_aggregate, placed, terminal, result)
+    _audit_shipped_lines(by_aggregate, placed, terminal, result, sku_scope)
     return result
 
 
@@ -114,15 +122,17 @@ def _audit_shipped_lines(
     placed: dict[str, OrderPlaced],
     terminal: dict[str, list[str]],
     result: Audit,
+    sku_scope: set[str] | None,
 ) -> None:
     want: Counter[str] = Counter()
     for oid, ends in terminal.items():
         if ends == ["OrderConfirmed"] and oid in placed:
             for line in placed[oid].lines:
-                want[line.sku] += line.quantity
+                if sku_scope is None or line.sku in sku_scope:
+                    want[line.sku] += line.quantity
     got: Counter[str] = Counter()
     for (kind, sku), evs in by_aggregate.items():
-        if kind == "inventory":
+        if kind == "inventory" and (sku_scope is None or sku in sku_scope):
             got[sku] = sum(e.payload.quantity for e in evs if isinstance(e.payload, StockShipped))
     for sku in set(want) | set(got):
         if want[sku] != got[sku]:

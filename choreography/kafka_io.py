@@ -46,8 +46,7 @@ def consumer_config(base: dict[str, str], group_id: str, **extra: Any) -> dict[s
 def is_fatal(exc: KafkaException) -> bool:
     err = exc.args[0] if exc.args else None
     return isinstance(err, KafkaError) and (
-        err.fatal()
-        or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+        err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
     )
 
 

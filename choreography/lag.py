@@ -54,11 +54,7 @@ def consumer_lag(settings: Settings, admin: AdminClient | None = None, timeout: 
     meta = admin.list_topics(timeout=timeout).topics
     groups = consumer_groups(settings)
     partitions = {
-        TopicPartition(t, p)
-        for _, _, topics in groups
-        for t in topics
-        if t in meta
-        for p in meta[t].partitions
+        TopicPartition(t, p) for _, _, topics in groups for t in topics if t in meta for p in meta[t].partitions
     }
     ends: dict[tuple[str, int], int] = {}
     if partitions:
@@ -77,9 +73,7 @@ def consumer_lag(settings: Settings, admin: AdminClient | None = None, timeout: 
         request = [ConsumerGroupTopicPartitions(group, tps)]
         result = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result()
         for tp in result.topic_partitions:
-            rows.append(
-                LagRow(group, kind, tp.topic, tp.partition, tp.offset, ends.get((tp.topic, tp.partition), 0))
-            )
+            rows.append(LagRow(group, kind, tp.topic, tp.partition, tp.offset, ends.get((tp.topic, tp.partition), 0)))
     return rows
 
 
@@ -89,11 +83,7 @@ def with_rates(now: list[LagRow], before: list[LagRow], seconds: float) -> list[
     out = []
     for r in now:
         moved = max(0, r.committed - max(prev.get((r.group, r.topic, r.partition), r.committed), 0))
-        out.append(
-            LagRow(
-                r.group, r.kind, r.topic, r.partition, r.committed, r.end, moved / seconds if seconds else 0
-            )
-        )
+        out.append(LagRow(r.group, r.kind, r.topic, r.partition, r.committed, r.end, moved / seconds if seconds else 0))
     return out
 
 

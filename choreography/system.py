@@ -89,9 +89,7 @@ class System:
         if create_topics:
             ensure_topics(settings)
         self.shards: dict[str, list[Any]] = {
-            service: [
-                spawn_shard(shard_config(settings, service, i), detached=detached) for i in range(spec.shards)
-            ]
+            service: [spawn_shard(shard_config(settings, service, i), detached=detached) for i in range(spec.shards)]
             for service, spec in settings.services.items()
         }
         self.policy_runners: dict[str, list[Any]] = {}
@@ -239,18 +237,14 @@ class System:
         try:
             return self.projection_hosts[projection]
         except KeyError:
-            raise ValueError(
-                f"unknown projection {projection!r}; running: {sorted(self.projection_hosts)}"
-            ) from None
+            raise ValueError(f"unknown projection {projection!r}; running: {sorted(self.projection_hosts)}") from None
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
         """Run analytics SQL against the ClickHouse read side."""
         result: QueryResult = ray.get(self._host().query.remote(sql, parameters))
         return result
 
-    def wait_for(
-        self, events: Iterable[StoredEvent], projection: str = "orders", timeout: float = 30
-    ) -> None:
+    def wait_for(self, events: Iterable[StoredEvent], projection: str = "orders", timeout: float = 30) -> None:
         """Block until `projection` has stored every given event (read-your-writes), or raise
         ProjectionTimeout."""
         host = self._host(projection)
@@ -265,9 +259,7 @@ class System:
                 return
             if time.monotonic() > deadline:
                 behind = {f"{t}[{p}]": (have.get((t, p), 0), v) for (t, p), v in needed.items()}
-                raise ProjectionTimeout(
-                    f"projection {projection!r} did not reach {behind} (have, need) in {timeout}s"
-                )
+                raise ProjectionTimeout(f"projection {projection!r} did not reach {behind} (have, need) in {timeout}s")
             time.sleep(0.02)
 
     def projection_status(self) -> dict[str, dict[str, Any]]:

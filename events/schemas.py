@@ -142,9 +142,7 @@ def _kind(node: Schema, defs: Schema) -> str:
     return kind
 
 
-def _compare(
-    path: str, old: Schema, old_defs: Schema, new: Schema, new_defs: Schema, seen: Seen
-) -> list[str]:
+def _compare(path: str, old: Schema, old_defs: Schema, new: Schema, new_defs: Schema, seen: Seen) -> list[str]:
     old, old_name = _resolve(old, old_defs)
     new, new_name = _resolve(new, new_defs)
     old_kind, new_kind = _kind(old, old_defs), _kind(new, new_defs)
@@ -173,9 +171,7 @@ def _compare(
     return errors
 
 
-def _compare_object(
-    path: str, old: Schema, old_defs: Schema, new: Schema, new_defs: Schema, seen: Seen
-) -> list[str]:
+def _compare_object(path: str, old: Schema, old_defs: Schema, new: Schema, new_defs: Schema, seen: Seen) -> list[str]:
     old_props: Schema = old.get("properties", {})
     new_props: Schema = new.get("properties", {})
     old_required = set(old.get("required", []))
@@ -225,8 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("OK")
     if json.loads(render(current)) != snapshot:
         print(
-            f"note: compatible changes are not in {args.snapshot.name} yet; "
-            "run python -m events.schemas --write",
+            f"note: compatible changes are not in {args.snapshot.name} yet; run python -m events.schemas --write",
             file=sys.stderr,
         )
     return 0

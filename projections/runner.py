@@ -116,9 +116,7 @@ class ProjectionRunner:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
-            msgs = self.consumer.consume(
-                num_messages=min(10_000, self.batch_size - len(events)), timeout=remaining
-            )
+            msgs = self.consumer.consume(num_messages=min(10_000, self.batch_size - len(events)), timeout=remaining)
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
@@ -141,9 +139,7 @@ class ProjectionRunner:
         self.next_offsets.update(consumed)
         if consumed:
             # Informational only (for `choreo lag` and Kafka tooling): ClickHouse holds the truth.
-            self.consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in consumed.items()], asynchronous=True
-            )
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in consumed.items()], asynchronous=True)
         stats.seconds = time.perf_counter() - started
         self.totals.events += stats.events
         self.totals.rows += stats.rows
