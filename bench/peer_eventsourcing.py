@@ -279,11 +279,11 @@ class Orders(ProcessApplication[UUID]):
         # Runs after the events are committed, before followers are prompted.
         for r in recordings:
             if isinstance(r.domain_event, TERMINAL_EVENTS):
-                self.terminal_events[r.domain_event.order_id] += 1  # type: ignore[attr-defined]
+                self.terminal_events[r.domain_event.order_id] += 1
         super()._notify(recordings)
 
     def _order(self, order_id: str) -> Order:
-        order = self.repository.get(order_uuid(order_id))
+        order: Order = self.repository.get(order_uuid(order_id))
         assert isinstance(order, Order)
         return order
 
@@ -334,6 +334,7 @@ class Inventory(ProcessApplication[UUID]):
     topics = topics(Order.Placed, Order.Rejected, Order.Cancelled, Order.Confirmed)  # type: ignore[attr-defined]
 
     def add_stock(self, sku: str, qty: int) -> None:
+        item: StockItem
         try:
             item = self.repository.get(stock_uuid(sku))
         except AggregateNotFoundError:
@@ -347,6 +348,7 @@ class Inventory(ProcessApplication[UUID]):
         items: dict[str, StockItem] = {}
         for sku in skus:
             if sku not in items:
+                item: StockItem
                 try:
                     item = self.repository.get(stock_uuid(sku))
                 except AggregateNotFoundError:
@@ -404,7 +406,7 @@ class Payments(ProcessApplication[UUID]):
     def _(self, e: Any, processing_event: ProcessingEvent[UUID]) -> None:
         if not e.refund:
             return
-        payment = self.repository.get(payment_uuid(e.order_id))
+        payment: Payment = self.repository.get(payment_uuid(e.order_id))
         assert isinstance(payment, Payment)
         if payment.status == "captured":
             payment.refund(e.order_id, e.reason)
@@ -426,7 +428,9 @@ class Shipping(ProcessApplication[UUID]):
         if "nowhere" in e.address.lower():
             shipment = Shipment._create(Shipment.Failed, id=sid, order_id=e.order_id, reason="undeliverable address")
         else:
-            shipment = Shipment._create(Shipment.Scheduled, id=sid, order_id=e.order_id, tracking_id=f"TRK-{e.order_id}")
+            shipment = Shipment._create(
+                Shipment.Scheduled, id=sid, order_id=e.order_id, tracking_id=f"TRK-{e.order_id}"
+            )
         processing_event.collect_events(shipment)
 
 
@@ -492,23 +496,24 @@ def verify(runner: SingleThreadedRunner[UUID], commands: list[dict[str, Any]]) -
         terminal = [e for e in events if isinstance(e, TERMINAL_EVENTS)]
         if len(terminal) != 1:
             raise AssertionError(f"order {oid}: {len(terminal)} terminal events ({[type(e).__name__ for e in events]})")
-        order = orders.repository.get(order_uuid(oid))
+        order: Order = orders.repository.get(order_uuid(oid))
         assert isinstance(order, Order)
         outcomes[order.status] += 1
         if order.status == "cancelled":
             reasons[order.reason.split(":")[0]] += 1
+        pay_status: str | None
         try:
-            payment = payments.repository.get(payment_uuid(oid))
-            pay_status = payment.status  # type: ignore[attr-defined]
+            payment: Payment = payments.repository.get(payment_uuid(oid))
+            pay_status = payment.status
         except AggregateNotFoundError:
             pay_status = None
-        expected = {"rejected": None, "confirmed": "captured"}.get(order.status, pay_status)
+        expected = {"rejected": None, "confirmed": "captured"}.get(order.status)
         if order.status == "cancelled":
             expected = "refunded" if order.reason.startswith("shipment") else "declined"
         if pay_status != expected:
             raise AssertionError(f"order {oid} is {order.status} but its payment is {pay_status}")
     for sku in [*SKUS, SCARCE_SKU]:
-        item = inventory.repository.get(stock_uuid(sku))
+        item: StockItem = inventory.repository.get(stock_uuid(sku))
         assert isinstance(item, StockItem)
         if item.reservations or item.available + item.shipped != item.added:
             raise AssertionError(

@@ -187,7 +187,7 @@ class LoadTest:
     def run_load(self, observer: SagaObserver, on_tick: Any = None) -> float:
         spec = self.spec
         started = time.monotonic()
-        limit = spec.orders if spec.orders is not None else float("inf")
+        limit = spec.orders if spec.orders is not None else 1 << 62
         next_sample = started
         while True:
             elapsed = time.monotonic() - started
@@ -195,9 +195,9 @@ class LoadTest:
             if sent >= limit or (spec.orders is None and elapsed >= spec.duration):
                 break
             if spec.mode == "open":
-                due = min(int(spec.rate * elapsed) - sent, 1000, int(limit - sent))
+                due = min(int(spec.rate * elapsed) - sent, 1000, limit - sent)
             else:
-                due = min(spec.concurrency - (sent - len(observer.ended)), 1000, int(limit - sent))
+                due = min(spec.concurrency - (sent - len(observer.ended)), 1000, limit - sent)
             if due > 0:
                 self._offer(due)
             else:

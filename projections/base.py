@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from events.base import StoredEvent
@@ -49,6 +50,13 @@ class Projection(ABC):
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Forget any cached state (called before a rebuild)."""
+
+
+def _utc(value: Any) -> Any:
+    """ClickHouse hands DateTime64('UTC') back as naive datetimes; events carry aware ones."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def position(event: StoredEvent) -> Row:
@@ -95,7 +103,7 @@ class RowPerKey(Projection):
         )
         for start in range(0, len(missing), self.lookup_chunk):
             for values in lookup(sql, {"keys": missing[start : start + self.lookup_chunk]}):
-                row = dict(zip(self.table.columns, values, strict=True))
+                row = {c: _utc(v) for c, v in zip(self.table.columns, values, strict=True)}
                 self._remember(row[self.key], row)
 
     def _remember(self, key: str, row: dict[str, Any]) -> None:
