@@ -23,8 +23,9 @@ from choreography.kafka_io import consumer_config
 from choreography.lag import consumer_lag
 from choreography.system import System
 from choreography.topics import events_topic
-from events import AddStock, CancelOrder, OrderLine, PlaceOrder, default_registry
+from events import AddStock, CancelOrder, OrderLine, PlaceOrder
 from events.base import Command
+from events.registry import TYPE_HEADER
 
 TERMINAL = {"OrderConfirmed": "confirmed", "OrderRejected": "rejected", "OrderCancelled": "cancelled"}
 SERVICES = ("order", "inventory", "payment", "shipping")
@@ -97,7 +98,6 @@ class SagaObserver(threading.Thread):
         parts = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
         ends = {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1] for p in parts}
         self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in ends.items()])
-        self.registry = default_registry()
         self.ended: dict[str, tuple[str, float, tuple[str, int, int]]] = {}
         self.stages: dict[int, Counter[str]] = defaultdict(Counter)
         self.stop_flag = threading.Event()
@@ -109,15 +109,16 @@ class SagaObserver(threading.Thread):
                 if msg.error() is not None or not (msg.key() or b"").startswith(self.prefix):
                     continue
                 now = time.time()
-                ev = self.registry.decode_event(msg.value(), self.topic, msg.partition() or 0, msg.offset() or 0)
-                kind = ev.envelope.event_type
+                raw_kind = dict(msg.headers() or []).get(TYPE_HEADER) or b""
+                kind = raw_kind.decode() if isinstance(raw_kind, bytes) else raw_kind
                 with self.lock:
                     self.stages[int(now)][kind] += 1
                     if kind in TERMINAL:
-                        self.ended[ev.aggregate_id] = (
+                        order_id = (msg.key() or b"").decode()
+                        self.ended[order_id] = (
                             TERMINAL[kind],
                             now,
-                            (ev.topic, ev.partition, ev.offset),
+                            (self.topic, msg.partition() or 0, msg.offset() or 0),
                         )
         self.consumer.close()
 

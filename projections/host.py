@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from functools import partial
 from typing import Any
 
@@ -20,11 +21,32 @@ from choreography.kafka_io import producer_config
 from choreography.runtime import tune_gc
 from choreography.topics import dlq_topic
 from events import default_registry
+from events.base import StoredEvent
+from events.registry import Registry
 from projections import projection_for
 from projections.runner import ProjectionRunner
 from projections.sink import ClickHouseSink, QueryResult
 
 log = logging.getLogger("choreo.projection.host")
+
+
+class SharedDecoder:
+    """Projections in one host read the same events at about the same time: decode each once."""
+
+    def __init__(self, registry: Registry, capacity: int = 300_000) -> None:
+        self.registry = registry
+        self.capacity = capacity
+        self.cache: OrderedDict[tuple[str, int, int], StoredEvent] = OrderedDict()
+
+    def decode(self, value: bytes | None, topic: str, partition: int, offset: int) -> StoredEvent:
+        key = (topic, partition, offset)
+        event = self.cache.get(key)
+        if event is None:
+            event = self.registry.decode_event(value, topic, partition, offset)
+            self.cache[key] = event
+            if len(self.cache) > self.capacity:
+                self.cache.popitem(last=False)
+        return event
 
 
 class ProjectionHost:
@@ -40,6 +62,7 @@ class ProjectionHost:
         tune_gc()
         self.sink = ClickHouseSink(dsn)
         registry = default_registry()
+        shared = SharedDecoder(registry)
         self.dlq = Producer(producer_config(kafka))
         self.dlq_topic = dlq_topic(topic_prefix)
         self.runners: dict[str, ProjectionRunner] = {}
@@ -55,6 +78,7 @@ class ProjectionHost:
                 batch_size=opts.get("batch_size", 50_000),
                 flush_interval_ms=opts.get("flush_interval_ms", 200),
                 on_poison=partial(self._dead_letter, f"projection {name}"),
+                decode=shared.decode,
             )
             runner.start()
             self.runners[name] = runner

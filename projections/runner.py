@@ -31,6 +31,7 @@ class BatchStats:
     seconds: float = 0.0
 
 
+Decoder = Callable[[bytes | None, str, int, int], StoredEvent]
 PoisonHandler = Callable[[Message, str], None]
 """Called with an undecodable message and the reason (e.g. to send it to the dead-letter topic)."""
 
@@ -49,6 +50,7 @@ class ProjectionRunner:
         batch_size: int = 50_000,
         flush_interval_ms: int = 200,
         on_poison: PoisonHandler | None = None,
+        decode: Decoder | None = None,
     ) -> None:
         self.projection = projection
         self.sink = sink
@@ -59,6 +61,7 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000
         self.on_poison = on_poison
+        self.decode = decode or registry.decode_event
         self.table_max: dict[str, dict[tuple[str, int], int]] = {}
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.consumer: Consumer | None = None
@@ -127,7 +130,7 @@ class ProjectionRunner:
                 p, offset = position(msg)
                 consumed[(topic, p)] = offset + 1
                 try:
-                    events.append(self.registry.decode_event(msg.value(), topic, p, offset))
+                    events.append(self.decode(msg.value(), topic, p, offset))
                 except DecodeError as exc:
                     stats.poison += 1
                     log.error("poison event %s[%d]@%d: %s", topic, p, offset, exc)
