@@ -42,7 +42,7 @@ class ShardActor:
         next_check = 0.0
         try:
             while not self.stopping.is_set():
-                msgs = consumer.consume(num_messages=self.config.batch_max, timeout=0.05)
+                msgs = consumer.consume(num_messages=self.config.batch_max, timeout=self.config.poll_ms / 1000)
                 if msgs:
                     with self.lock:
                         self.shard.process_messages(msgs, metadata)

@@ -15,6 +15,7 @@ ENV_KAFKA_BOOTSTRAP = "CHOREO_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
 ENV_CONFIG = "CHOREO_CONFIG"
 ENV_TOPIC_PREFIX = "CHOREO_TOPIC_PREFIX"
+ENV_NAMESPACE = "CHOREO_NAMESPACE"
 DEFAULT_CONFIG = "cluster.yaml"
 
 
@@ -47,6 +48,8 @@ class ServiceSpec(Strict):
     snapshot_every: int = Field(default=1000, ge=1)
     """Write a snapshot checkpoint after this many events per partition."""
     batch_max: int = Field(default=2000, ge=1)
+    poll_ms: int = Field(default=100, ge=1, le=10_000)
+    """How long shards and policy runners gather a batch; one Kafka transaction per batch."""
     policy_runners: int = Field(default=1, ge=0, le=64)
     """Ray actors running this service's policies (0: the service reacts to nothing)."""
     deadline_s: float | None = Field(default=None, gt=0)
@@ -131,6 +134,8 @@ def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source
         data["clickhouse"] = {**data.get("clickhouse", {}), "dsn": env[ENV_CLICKHOUSE_DSN]}
     if env.get(ENV_TOPIC_PREFIX):
         data["topic_prefix"] = env[ENV_TOPIC_PREFIX]
+    if env.get(ENV_NAMESPACE):
+        data["namespace"] = env[ENV_NAMESPACE]
     try:
         settings = Settings.model_validate(_stringify_topic_configs(data))
     except ValidationError as exc:

@@ -37,6 +37,7 @@ class RunnerConfig(BaseModel):
     namespace: str = "choreo"
     topic_prefix: str = ""
     batch_max: int = 5000
+    poll_ms: int = 100
 
     @property
     def transactional_id(self) -> str:
@@ -70,9 +71,9 @@ class PolicyRunner:
         self.commands = 0
         self.dead_letters = 0
 
-    def poll(self, timeout: float = 0.05) -> int:
+    def poll(self) -> int:
         """Consume one batch and commit its commands and offsets atomically. Returns events read."""
-        msgs = self.consumer.consume(num_messages=self.config.batch_max, timeout=timeout)
+        msgs = self.consumer.consume(num_messages=self.config.batch_max, timeout=self.config.poll_ms / 1000)
         if not msgs:
             return 0
         offsets: dict[tuple[str, int], int] = {}

@@ -45,6 +45,7 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
         topic_prefix=settings.topic_prefix,
         snapshot_every=spec.snapshot_every,
         batch_max=spec.batch_max,
+        poll_ms=spec.poll_ms,
         deadline_s=spec.deadline_s,
     )
 
@@ -58,6 +59,7 @@ def runner_config(settings: Settings, service: str, index: int) -> RunnerConfig:
         partitions={s: settings.partitions(s) for s in settings.services},
         namespace=settings.namespace,
         topic_prefix=settings.topic_prefix,
+        poll_ms=settings.services[service].poll_ms,
     )
 
 

@@ -1,0 +1,48 @@
+"""`choreo loadtest` as a user runs it: a short open-loop run whose JSON report must be complete
+and whose invariant check must pass. The numbers themselves are not asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "CHOREO_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "CHOREO_TOPIC_PREFIX": f"smoke{run}-",
+        "CHOREO_NAMESPACE": f"smoke{run}",
+        "CHOREO_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+    }
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "choreography.cli", "loadtest", "--config", str(REPO / "cluster.yaml"),
+           "--duration", "15", "--rate", "80", "--output", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = json.loads((out / "loadtest.json").read_text())
+    assert report["orders"] >= 15 * 80 * 0.8
+    assert report["completed"] == report["orders"]
+    assert report["stuck"] == 0
+    assert report["orders_per_s"] > 0
+    for kind in ("place_to_terminal", "place_to_visible"):
+        lat = report["latency_ms"][kind]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert lat["count"] == report["orders"]
+    assert report["invariants"]["ok"] is True
+    assert report["invariants"]["dead_letters"] == 0
+    assert report["invariants"]["events_audited"] > report["orders"] * 5
+    assert set(report["outcomes"]) == {"confirmed", "rejected", "cancelled"}
+    assert report["stages_per_s"]["OrderPlaced"] > 0
+    assert "baselines" in report
+    assert report["timeline"] and report["timeline"][-1]["completed"] == report["orders"]
+    for png in ("throughput.png", "latency.png", "lag.png"):
+        assert (out / png).stat().st_size > 1000
