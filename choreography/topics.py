@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 
 from confluent_kafka import KafkaException
@@ -91,7 +92,21 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+    _wait_for_leaders(admin, created, timeout)
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """New topics take a moment to elect partition leaders; callers may use them at once."""
+    deadline = time.monotonic() + timeout
+    while topics and time.monotonic() < deadline:
+        meta = admin.list_topics(timeout=timeout).topics
+        if all(
+            name in meta and meta[name].partitions and all(p.leader >= 0 for p in meta[name].partitions.values())
+            for name in topics
+        ):
+            return
+        time.sleep(0.1)
 
 
 def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:

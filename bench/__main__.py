@@ -1,0 +1,69 @@
+"""Run the whole benchmark suite and write bench/results/<date>.json plus a markdown table.
+
+python -m bench            # e2e, rehydration, scaling curve, projections (~15 minutes)
+python -m bench --quick    # smaller sizes, for a first look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import e2e, projections, rehydration, scaling
+from bench.common import RESULTS, console, machine
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs")
+    args = parser.parse_args(argv)
+    q = args.quick
+    results: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "machine": machine()}
+    results["e2e"] = e2e.main(["--duration", "15" if q else "30", "--peer-orders", "1000" if q else "3000"])
+    results["rehydration"] = rehydration.main(["--events", "200000" if q else "1000000"])
+    results["scaling"] = scaling.main(["--duration", "10" if q else "20"])
+    results["projections"] = projections.main(["--orders", "10000" if q else "50000"])
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+    (RESULTS / f"{stamp}.md").write_text(markdown(results))
+    console.print(markdown(results))
+    console.print(f"wrote {RESULTS / (stamp + '.json')} and {RESULTS / (stamp + '.md')}")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    e, h, p = r["e2e"], r["rehydration"], r["projections"]
+    c = e["choreo"]
+    lines = [
+        f"# Choreo benchmarks ({r['at'][:10]}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']})",
+        "",
+        "| scenario | figure | same-run baseline | ratio |",
+        "|---|---|---|---|",
+        f"| e2e orders/s (closed loop) | {c['orders_per_s']:,.0f} | eventsourcing 9.x on SQLite: "
+        f"{e['baselines']['peer_eventsourcing_sqlite']['orders_per_s']:,.0f} | {e['ratios']['choreo_to_peer']:.1f}x |",
+        f"| e2e vs raw Kafka moving the same {c['messages_moved']:,} messages | {c['orders_per_s']:,.0f} orders/s | "
+        f"{e['baselines']['raw_kafka']['messages_per_s']:,.0f} msg/s | {e['ratios']['choreo_to_raw_kafka']:.2f} |",
+        f"| e2e latency place -> terminal p50 / p99 | {c['latency_ms']['place_to_terminal']['p50']:,.0f} / "
+        f"{c['latency_ms']['place_to_terminal']['p99']:,.0f} ms | | |",
+        f"| rehydration from zero, events/s | {h['rehydration_events_per_s_from_zero']:,.0f} | raw consume "
+        f"{h['baselines']['raw_kafka_consume_events_per_s']:,.0f} | {h['ratio_to_raw_consume']:.2f} |",
+        f"| rehydration from snapshot (s) / recovery after kill (s) | {h['rehydration_seconds_from_snapshot']:.1f} / "
+        f"{h['recovery_seconds']:.1f} | | |",
+    ]
+    for name in ("orders", "events_raw"):
+        lines.append(
+            f"| projection {name} events/s | {p[name]['projection_events_per_s']:,.0f} | raw insert "
+            f"{p[name]['raw_insert_rows_per_s']:,.0f} rows/s | {p[name]['ratio_to_raw_insert']:.0%} |"
+        )
+    for point in r["scaling"]:
+        lines.append(
+            f"| scaling: {point['shards']} shards/service, {point['nodes']} node(s) | {point['orders_per_s']:,.0f} "
+            f"orders/s | | |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
