@@ -44,11 +44,11 @@ def bench_settings(config: str | None, workdir: Path) -> Settings:
     )
 
 
-def order_saga_events(orders: int, seed: int = 1) -> Iterator[tuple[Envelope, Event]]:
+def order_saga_events(orders: int, seed: int = 1, first: int = 0) -> Iterator[tuple[Envelope, Event]]:
     """A realistic order-events stream: each order placed, reserved, paid and confirmed."""
     rng = random.Random(seed)
     t0 = datetime.now(UTC)
-    for i in range(orders):
+    for i in range(first, first + orders):
         oid = f"bench-{i}"
         lines = tuple(
             OrderLine(

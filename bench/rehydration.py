@@ -26,12 +26,12 @@ from events import default_registry
 from events.orders import CancelOrder
 
 
-def fill_partition(settings, topic: str, events: int, partition: int = 0) -> float:
+def fill_partition(settings, topic: str, events: int, partition: int = 0, first_order: int = 0) -> float:
     """Write `events` order events (6 per order) to one partition; returns seconds spent producing."""
     registry = default_registry()
     producer = Producer(producer_config(settings.kafka.client_config()))
     with Timer() as t:
-        for i, (env, payload) in enumerate(order_saga_events(events // 6 + 1)):
+        for i, (env, payload) in enumerate(order_saga_events(events // 6 + 1, first=first_order)):
             if i >= events:
                 break
             value = registry.encode_event(env, payload)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         written = shard.snapshot_now()
     shard.close()
     tail = n // 10
-    fill_partition(settings, topic, tail)
+    fill_partition(settings, topic, tail, first_order=n // 6 + 1)
     again = Shard(config, aggregate_for("order"), default_registry())
     from_snapshot = again.stats
     again.close()
