@@ -22,7 +22,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from actors.aggregate import Aggregate, DomainError
 from actors.outcomes import Accepted, Outcome, Rejected
@@ -83,6 +83,25 @@ class Entry:
     recent: tuple[str, ...] = ()
 
 
+class SnapshotCodec:
+    """One aggregate's snapshot as JSON, written and parsed by pydantic's Rust core."""
+
+    def __init__(self, state_type: type[DomainModel]) -> None:
+        self.model = create_model(
+            f"{state_type.__name__}Snapshot",
+            state=(state_type, ...),
+            version=(int, ...),
+            recent=(tuple[str, ...], ()),
+        )
+
+    def encode(self, entry: Entry) -> bytes:
+        return self.model(state=entry.state, version=entry.version, recent=entry.recent).model_dump_json().encode()
+
+    def decode(self, value: bytes) -> Entry:
+        snap: Any = self.model.model_validate_json(value)
+        return Entry(snap.state, snap.version, snap.recent)
+
+
 @dataclass
 class Batch:
     """Commands to decide in one transaction, with the consumed offsets it commits (if any)."""
@@ -121,6 +140,7 @@ class Shard:
         self.deadlines: list[tuple[datetime, str]] = []
         self.scheduled: dict[str, datetime] = {}
         self.command_consumer: Consumer | None = None
+        self.snapshots = SnapshotCodec(aggregate.state_type)
         self.owned = set(config.owned)
         self.entries: dict[str, Entry] = {}
         self.seen: OrderedDict[str, list[StoredEvent]] = OrderedDict()
@@ -174,16 +194,10 @@ class Shard:
             if p in corrupt:
                 continue
             try:
-                body = json.loads(msg.value() or b"")
                 if msg.key() == CHECKPOINT_KEY:
-                    checkpoints[p] = int(body["next_offset"])
+                    checkpoints[p] = int(json.loads(msg.value() or b"")["next_offset"])
                 else:
-                    key = (msg.key() or b"").decode()
-                    pending[p][key] = Entry(
-                        state=self.aggregate.state_type.model_validate(body["state"]),
-                        version=int(body["version"]),
-                        recent=tuple(body.get("recent", ())),
-                    )
+                    pending[p][(msg.key() or b"").decode()] = self.snapshots.decode(msg.value() or b"")
             except (ValueError, KeyError, TypeError) as exc:
                 # Case 2 of the runbook: a corrupt snapshot is ignored and the partition replays.
                 log.warning("snapshot partition %d is corrupt (%s); replaying from 0", p, exc)
@@ -436,13 +450,8 @@ class Shard:
         self.producer.begin_transaction()
         for p in due:
             for agg_id in self.dirty[p]:
-                entry = self.entries[agg_id]
-                body = {
-                    "state": entry.state.model_dump(mode="json"),
-                    "version": entry.version,
-                    "recent": list(entry.recent),
-                }
-                self.producer.produce(self.snapshots_topic, key=agg_id.encode(), value=json.dumps(body), partition=p)
+                value = self.snapshots.encode(self.entries[agg_id])
+                self.producer.produce(self.snapshots_topic, key=agg_id.encode(), value=value, partition=p)
                 written += 1
             marker = json.dumps({"next_offset": self.next_offset[p], "at": time.time()})
             self.producer.produce(self.snapshots_topic, key=CHECKPOINT_KEY, value=marker, partition=p)
