@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 def new_id() -> str:
-    """A fresh random identifier (hex UUID4)."""
-    return uuid.uuid4().hex
+    """A fresh random identifier: 128 random bits as hex."""
+    return os.urandom(16).hex()
 
 
 def utc_now() -> datetime:
