@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from actors.aggregate import Aggregate, DomainError
 from actors.outcomes import Accepted, Outcome, Rejected
 from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
-from choreography.kafka_io import consumer_config, is_abortable, is_fatal, producer_config
+from choreography.kafka_io import consumer_config, data_messages, is_abortable, is_fatal, producer_config
 from choreography.topics import (
     commands_topic,
     dlq_topic,
@@ -400,12 +400,7 @@ class Shard:
         sources: list[Message] = []
         letters: list[DeadLetter] = []
         next_offsets: dict[int, int] = {}
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
+        for msg in data_messages(msgs):
             p, offset = position(msg)
             next_offsets[p] = offset + 1
             try:

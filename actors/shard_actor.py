@@ -13,7 +13,7 @@ import ray
 from actors import aggregate_for
 from actors.outcomes import Outcome
 from actors.shard import Shard, ShardConfig, ShardFenced
-from choreography.runtime import tune_gc
+from choreography.runtime import actor_options, tune_gc
 from events import default_registry
 from events.base import Command, DomainModel
 
@@ -107,12 +107,5 @@ def actor_name(config: ShardConfig) -> str:
 
 def spawn_shard(config: ShardConfig, *, name: str | None = None, detached: bool = False) -> Any:
     """Create (or look up) the named shard actor. I/O bound, so it takes no CPU reservation."""
-    return RemoteShardActor.options(
-        name=name or actor_name(config),
-        namespace=config.namespace,
-        get_if_exists=True,
-        lifetime="detached" if detached else None,
-        num_cpus=0,
-        max_restarts=-1,
-        max_task_retries=-1,
-    ).remote(config)
+    options = actor_options(name or actor_name(config), config.namespace, detached, max_task_retries=-1)
+    return RemoteShardActor.options(**options).remote(config)

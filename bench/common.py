@@ -115,3 +115,16 @@ def machine() -> dict[str, Any]:
     import os
 
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def produce_blocking(producer: Any, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+    """Produce, waiting for room in the local queue instead of failing when it is full."""
+    while True:
+        try:
+            if partition is None:
+                producer.produce(topic, key=key, value=value)
+            else:
+                producer.produce(topic, key=key, value=value, partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.05)

@@ -17,7 +17,7 @@ from typing import Any
 import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import Timer, bench_settings, console, report
+from bench.common import Timer, bench_settings, console, produce_blocking, report
 from choreography.config import Settings
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.loadtest import LoadSpec, LoadTest, SagaObserver
@@ -87,12 +87,7 @@ def raw_kafka(settings: Settings, messages: int, size: int = 600) -> dict[str, f
     payload = b"x" * size
     with Timer() as produce:
         for i in range(messages):
-            while True:
-                try:
-                    producer.produce(topic, key=str(i).encode(), value=payload)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_blocking(producer, topic, str(i).encode(), payload)
         producer.flush(300)
     consumer = Consumer(consumer_config(settings.kafka.client_config(), f"raw-{topic}"))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(8)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import Timer, bench_settings, console, encode_all, order_saga_events, report
+from bench.common import Timer, bench_settings, console, encode_all, order_saga_events, produce_blocking, report
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.runtime import tune_gc
 from choreography.topics import ensure_topics, partition_for
@@ -27,12 +27,7 @@ def produce(settings, topic: str, messages: list[tuple[bytes, bytes]], partition
     producer = Producer(producer_config(settings.kafka.client_config()))
     with Timer() as t:
         for key, value in messages:
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value, partition=partition_for(key.decode(), partitions))
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_blocking(producer, topic, key, value, partition_for(key.decode(), partitions))
         producer.flush(120)
     return t.seconds
 

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from actors import aggregate_for
 from actors.shard import Shard
 from actors.shard_actor import spawn_shard
-from bench.common import Timer, bench_settings, console, order_saga_events, report
+from bench.common import Timer, bench_settings, console, order_saga_events, produce_blocking, report
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.runtime import tune_gc
 from choreography.system import shard_config
@@ -34,13 +34,7 @@ def fill_partition(settings, topic: str, events: int, partition: int = 0, first_
         for i, (env, payload) in enumerate(order_saga_events(events // 6 + 1, first=first_order)):
             if i >= events:
                 break
-            value = registry.encode_event(env, payload)
-            while True:
-                try:
-                    producer.produce(topic, key=env.aggregate_id.encode(), value=value, partition=partition)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_blocking(producer, topic, env.aggregate_id.encode(), registry.encode_event(env, payload), partition)
             if i % 100_000 == 0 and i:
                 console.print(f"  produced {i:,}")
         producer.flush(300)

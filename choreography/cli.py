@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -167,7 +166,8 @@ def demo(
 
     The mix: about 5% declined cards, 3% undeliverable addresses, 5% customer cancels and some
     orders for a scarce SKU that runs out, so every compensation path shows up in the summary."""
-    from events import AddStock
+    from choreography.loadtest import LoadSpec, OrderFactory
+    from events import CancelOrder
 
     settings = _settings(config)
     if start_kafka and _is_local(settings.kafka.bootstrap_servers):
@@ -176,11 +176,13 @@ def demo(
             status, started = LocalBroker(port=port).start()
         console.print(f"Kafka {'started' if started else 'already running'} on {status.bootstrap}")
     run = f"demo-{int(time.time())}"
-    places, cancels = demo_orders(run, orders, random.Random(seed))
+    mix = LoadSpec(stockouts=0.05, declines=0.05, ship_failures=0.03, cancels=0.05, seed=seed, skus=40)
+    factory = OrderFactory(run, mix)
+    drawn = [factory.next() for _ in range(orders)]
+    places = [order for order, _ in drawn]
+    cancels = [CancelOrder(order_id=order.order_id) for order, cancel in drawn if cancel]
     with _system(config) as system:
-        stock = [AddStock(sku=sku, quantity=1_000_000) for sku in DEMO_SKUS]
-        stock.append(AddStock(sku=SCARCE_SKU, quantity=orders // 50 + 1))
-        system.submit_many(stock)
+        system.submit_many(factory.stock())
         started_at = time.perf_counter()
         with _progress() as progress:
             task = progress.add_task("Placing orders", total=len(places))
@@ -209,34 +211,6 @@ def demo(
         ["service", "event", "version"],
         [(r[1], r[2], r[4]) for r in trail.rows],
     )
-
-
-DEMO_SKUS = [f"SKU-{i:03d}" for i in range(40)]
-SCARCE_SKU = "SKU-LIMITED"
-
-
-def demo_orders(run: str, count: int, rng: random.Random) -> tuple[list[Any], list[Any]]:
-    from events import CancelOrder, OrderLine, PlaceOrder
-
-    places, cancels = [], []
-    for i in range(count):
-        skus = rng.sample(DEMO_SKUS, rng.randint(1, 3))
-        if rng.random() < 0.05:
-            skus[0] = SCARCE_SKU
-        roll = rng.random()
-        place = PlaceOrder(
-            order_id=f"{run}-{i}",
-            customer_id=f"customer-{rng.randrange(500)}",
-            lines=tuple(
-                OrderLine(sku=sku, quantity=rng.randint(1, 3), unit_price_cents=rng.randint(100, 5000)) for sku in skus
-            ),
-            payment_token="tok_chargeDeclined" if roll < 0.05 else "tok_visa",
-            shipping_address="Nowhere Road 1" if 0.05 <= roll < 0.08 else f"{i} Main St",
-        )
-        places.append(place)
-        if rng.random() < 0.05:
-            cancels.append(CancelOrder(order_id=place.order_id))
-    return places, cancels
 
 
 def _wait_terminal(system: Any, run: str, expected: int, report: Any, timeout: float = 300) -> int:

@@ -115,15 +115,19 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     """Load cluster.yaml (or $CHOREO_CONFIG) and apply environment overrides."""
     env = dict(os.environ) if env is None else env
     cfg_path = Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG)
-    if not cfg_path.is_file():
-        raise ConfigError(f"config file not found: {cfg_path}")
-    try:
-        doc = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    doc = _read_yaml(cfg_path)
     if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
         raise ConfigError(f"{cfg_path}: missing the 'metadata:' mapping with the Choreo topology")
     return settings_from_metadata(doc["metadata"], env, source=str(cfg_path))
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
 def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source: str = "metadata") -> Settings:
@@ -179,12 +183,7 @@ def validate_cluster_file(path: str | Path) -> Settings:
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     cfg_path = Path(path)
-    if not cfg_path.is_file():
-        raise ConfigError(f"config file not found: {cfg_path}")
-    try:
-        doc = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    doc = _read_yaml(cfg_path)
     try:
         validate_config(prepare_config(copy.deepcopy(doc)))
     except Exception as exc:

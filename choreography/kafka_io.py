@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 
 def producer_config(base: dict[str, str], transactional_id: str | None = None) -> dict[str, Any]:
@@ -41,6 +42,16 @@ def consumer_config(base: dict[str, str], group_id: str, **extra: Any) -> dict[s
         "log_level": 3,
         **extra,
     }
+
+
+def data_messages(msgs: list[Message]) -> Iterator[Message]:
+    """The messages that carry data: end-of-partition notices are skipped, other errors raised."""
+    for msg in msgs:
+        err = msg.error()
+        if err is None:
+            yield msg
+        elif err.code() != KafkaError._PARTITION_EOF:
+            raise KafkaException(err)
 
 
 def is_fatal(exc: KafkaException) -> bool:

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from choreography.config import Settings
 from choreography.policies import WIRING, source_services
+from choreography.runtime import actor_options
 from choreography.topics import commands_topic, events_topic
 
 log = logging.getLogger("choreo.lag")
@@ -132,11 +133,4 @@ RemoteLagMonitor = ray.remote(LagMonitor)
 
 
 def spawn_lag_monitor(settings: Settings, *, detached: bool = False) -> Any:
-    return RemoteLagMonitor.options(
-        name="lag-monitor",
-        namespace=settings.namespace,
-        get_if_exists=True,
-        lifetime="detached" if detached else None,
-        num_cpus=0,
-        max_restarts=-1,
-    ).remote(settings)
+    return RemoteLagMonitor.options(**actor_options("lag-monitor", settings.namespace, detached)).remote(settings)

@@ -9,14 +9,14 @@ import threading
 from typing import Any
 
 import ray
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
 from actors.shard import position
 from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
-from choreography.kafka_io import consumer_config, producer_config
+from choreography.kafka_io import consumer_config, data_messages, producer_config
 from choreography.policies import WIRING, run_policies, source_services
-from choreography.runtime import tune_gc
+from choreography.runtime import actor_options, tune_gc
 from choreography.topics import commands_topic, dlq_topic, events_topic, partition_for
 from events import default_registry
 from events.base import Command
@@ -79,12 +79,7 @@ class PolicyRunner:
         offsets: dict[tuple[str, int], int] = {}
         commands: list[Command] = []
         letters: list[DeadLetter] = []
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
+        for msg in data_messages(msgs):
             topic = msg.topic() or ""
             p, offset = position(msg)
             offsets[(topic, p)] = offset + 1
@@ -162,12 +157,7 @@ RemotePolicyRunner = ray.remote(PolicyRunnerActor)
 
 
 def spawn_policy_runner(config: RunnerConfig, *, detached: bool = False) -> Any:
-    return RemotePolicyRunner.options(
-        name=f"policy-{config.service}-{config.index}",
-        namespace=config.namespace,
-        get_if_exists=True,
-        lifetime="detached" if detached else None,
-        num_cpus=0,
-        max_restarts=-1,
-        max_task_retries=-1,
-    ).remote(config)
+    name = f"policy-{config.service}-{config.index}"
+    return RemotePolicyRunner.options(**actor_options(name, config.namespace, detached, max_task_retries=-1)).remote(
+        config
+    )

@@ -18,7 +18,7 @@ from confluent_kafka import Message, Producer
 
 from choreography.dlq import dead_letter_from, send_dead_letter
 from choreography.kafka_io import producer_config
-from choreography.runtime import tune_gc
+from choreography.runtime import actor_options, tune_gc
 from choreography.topics import dlq_topic
 from events import default_registry
 from events.base import StoredEvent
@@ -182,13 +182,5 @@ def _spawn(
     projections: dict[str, dict[str, Any]],
     detached: bool,
 ) -> Any:
-    return RemoteProjectionHost.options(
-        name=actor,
-        namespace=namespace,
-        get_if_exists=True,
-        lifetime="detached" if detached else None,
-        num_cpus=0,
-        max_restarts=-1,
-        max_task_retries=-1,
-        max_concurrency=8,
-    ).remote(dsn, kafka, namespace, topic_prefix, projections)
+    options = actor_options(actor, namespace, detached, max_task_retries=-1, max_concurrency=8)
+    return RemoteProjectionHost.options(**options).remote(dsn, kafka, namespace, topic_prefix, projections)

@@ -44,12 +44,23 @@ def _order_row(row: dict[str, Any] | None, ev: StoredEvent) -> dict[str, Any] | 
     return row
 
 
-class OrdersProjection(RowPerKey):
+class _OrderRows(RowPerKey):
+    """A table holding each order's current row (see `_order_row`)."""
+
+    topics = ("order-events",)
+    key = "order_id"
+
+    def key_of(self, event: StoredEvent) -> str | None:
+        return event.aggregate_id
+
+    def apply(self, row: dict[str, Any] | None, event: StoredEvent) -> dict[str, Any] | None:
+        return _order_row(row, event)
+
+
+class OrdersProjection(_OrderRows):
     """`orders`: one current row per order (ReplacingMergeTree by version; query with FINAL)."""
 
     name = "orders"
-    topics = ("order-events",)
-    key = "order_id"
     table = Table(
         name="orders",
         columns=(
@@ -64,19 +75,11 @@ CREATE TABLE IF NOT EXISTS orders (
 ) ENGINE = ReplacingMergeTree(version) ORDER BY order_id""",
     )  # fmt: skip
 
-    def key_of(self, event: StoredEvent) -> str | None:
-        return event.aggregate_id
 
-    def apply(self, row: dict[str, Any] | None, event: StoredEvent) -> dict[str, Any] | None:
-        return _order_row(row, event)
-
-
-class CustomerOrdersProjection(RowPerKey):
+class CustomerOrdersProjection(_OrderRows):
     """`customer_orders`: orders by customer, read newest first."""
 
     name = "customer_orders"
-    topics = ("order-events",)
-    key = "order_id"
     table = Table(
         name="customer_orders",
         columns=("customer_id", "placed_at", "order_id", "status", "total_cents", "version"),
@@ -86,12 +89,6 @@ CREATE TABLE IF NOT EXISTS customer_orders (
     status LowCardinality(String), total_cents Int64, version UInt32, {POSITION_DDL}
 ) ENGINE = ReplacingMergeTree(version) ORDER BY (customer_id, placed_at, order_id)""",
     )
-
-    def key_of(self, event: StoredEvent) -> str | None:
-        return event.aggregate_id
-
-    def apply(self, row: dict[str, Any] | None, event: StoredEvent) -> dict[str, Any] | None:
-        return _order_row(row, event)
 
 
 class SagaOutcomesProjection(RowPerKey):

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from actors.shard import position
-from choreography.kafka_io import consumer_config
+from choreography.kafka_io import consumer_config, data_messages
 from events.base import StoredEvent
 from events.registry import DecodeError, Registry
 from projections.base import Projection, Row
@@ -120,12 +120,7 @@ class ProjectionRunner:
             if remaining <= 0:
                 break
             msgs = self.consumer.consume(num_messages=min(10_000, self.batch_size - len(events)), timeout=remaining)
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
+            for msg in data_messages(msgs):
                 topic = msg.topic() or ""
                 p, offset = position(msg)
                 consumed[(topic, p)] = offset + 1
