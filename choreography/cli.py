@@ -224,9 +224,12 @@ def _wait_terminal(system: Any, run: str, expected: int, report: Any, timeout: f
         ).scalar()
         report(done)
         if done >= expected:
-            break
+            return int(done)
         time.sleep(0.25)
-    return int(done)
+    raise ProjectionTimeout(
+        f"only {done} of {expected} orders reached a terminal state in ClickHouse within {timeout:.0f}s; "
+        "see `choreo lag` for the consumer that is behind"
+    )
 
 
 def _is_local(bootstrap: str) -> bool:

@@ -76,11 +76,25 @@ class ProjectionRunner:
         for view in self.projection.views:
             self.sink.command(view.ddl)
         self.consumer = Consumer(consumer_config(self.kafka, self.group_id))
+        ends = self._end_offsets(self.consumer)
+        ahead = [
+            f"{t}[{p}] holds offset {o}, log ends at {ends.get((t, p), 0)}"
+            for stored in self.table_max.values()
+            for (t, p), o in stored.items()
+            if (t, p) in ends and o >= ends[(t, p)]
+        ]
+        if ahead:
+            # The tables describe a different log (the event store was reset or replaced): the
+            # log is the source of truth, so the read model is rebuilt from it.
+            log.warning("projection %s is ahead of its log (%s); rebuilding", self.projection.name, ahead[0])
+            self.stop()
+            self._drop()
+            self.table_max = {t.name: {} for t in self.projection.tables}
+            self.start()
+            return
         assignment = []
         for topic in self.topics:
             meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
-            if meta.error is not None:
-                raise KafkaException(meta.error)
             for p in sorted(meta.partitions):
                 stored = [m.get((topic, p), -1) for m in self.table_max.values()]
                 start = min(stored) + 1
@@ -94,14 +108,27 @@ class ProjectionRunner:
             self.consumer.close()
             self.consumer = None
 
-    def rebuild(self) -> None:
-        """Drop the tables and replay from the earliest offset (runbook Case 1)."""
-        self.stop()
+    def _end_offsets(self, consumer: Consumer) -> dict[tuple[str, int], int]:
+        ends = {}
+        for topic in self.topics:
+            meta = consumer.list_topics(topic, timeout=30).topics[topic]
+            if meta.error is not None:
+                raise KafkaException(meta.error)
+            for p in meta.partitions:
+                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+        return ends
+
+    def _drop(self) -> None:
         for view in self.projection.views:
             self.sink.command(f"DROP VIEW IF EXISTS {view.name}")
         for table in self.projection.tables:
             self.sink.drop(table)
         self.projection.reset()
+
+    def rebuild(self) -> None:
+        """Drop the tables and replay from the earliest offset (runbook Case 1)."""
+        self.stop()
+        self._drop()
         self.table_max.clear()
         self.start()
 
