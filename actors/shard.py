@@ -64,7 +64,7 @@ class ShardConfig(BaseModel):
     topic_prefix: str = ""
     snapshot_every: int = 1000
     batch_max: int = 2000
-    poll_ms: int = 100
+    poll_ms: int = 25
     deadline_s: float | None = None
 
     @property

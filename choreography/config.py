@@ -48,7 +48,7 @@ class ServiceSpec(Strict):
     snapshot_every: int = Field(default=1000, ge=1)
     """Write a snapshot checkpoint after this many events per partition."""
     batch_max: int = Field(default=2000, ge=1)
-    poll_ms: int = Field(default=100, ge=1, le=10_000)
+    poll_ms: int = Field(default=25, ge=1, le=10_000)
     """How long shards and policy runners gather a batch; one Kafka transaction per batch."""
     policy_runners: int = Field(default=1, ge=0, le=64)
     """Ray actors running this service's policies (0: the service reacts to nothing)."""

@@ -37,7 +37,7 @@ class RunnerConfig(BaseModel):
     namespace: str = "choreo"
     topic_prefix: str = ""
     batch_max: int = 5000
-    poll_ms: int = 100
+    poll_ms: int = 25
 
     @property
     def transactional_id(self) -> str:
