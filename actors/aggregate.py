@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from events.base import Command, DomainModel, Event
 
@@ -29,7 +29,3 @@ class Aggregate(Protocol[S]):
     def decide(self, state: S, command: Command) -> list[Event]: ...
 
     def evolve(self, state: S, event: Event) -> S: ...
-
-
-def load_state(aggregate: Aggregate[Any], data: dict[str, Any]) -> DomainModel:
-    return aggregate.state_type.model_validate(data)

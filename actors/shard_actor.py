@@ -66,10 +66,6 @@ class ShardActor:
         with self.lock:
             return self.shard.state(aggregate_id)
 
-    def states(self, aggregate_ids: list[str]) -> dict[str, tuple[DomainModel, int]]:
-        with self.lock:
-            return {a: self.shard.state(a) for a in aggregate_ids}
-
     def dump(self) -> dict[str, tuple[DomainModel, int]]:
         """Every aggregate this shard holds, with its version (for audits and tests)."""
         with self.lock:

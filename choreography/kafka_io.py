@@ -64,8 +64,3 @@ def is_fatal(exc: KafkaException) -> bool:
 def is_abortable(exc: KafkaException) -> bool:
     err = exc.args[0] if exc.args else None
     return isinstance(err, KafkaError) and err.txn_requires_abort()
-
-
-def is_retriable(exc: KafkaException) -> bool:
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and err.retriable()

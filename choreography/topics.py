@@ -107,12 +107,3 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
         ):
             return
         time.sleep(0.1)
-
-
-def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
-    admin = admin_client(settings)
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    todo = [n for n in names if n in existing]
-    if todo:
-        for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
-            fut.result()
