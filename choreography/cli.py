@@ -200,6 +200,7 @@ def demo(
             "FROM orders FINAL WHERE startsWith(order_id, %(run)s) GROUP BY status ORDER BY orders DESC",
             {"run": run + "-"},
         )
+        _wait_projection_caught_up(system, settings, "events_raw")
         trail = system.saga(places[0].order_id)
     console.print(
         f"{done}/{len(places)} orders reached a terminal state in {elapsed:.1f}s "
@@ -445,6 +446,20 @@ def projections_rebuild(
                 time.sleep(0.2)
     elapsed = time.perf_counter() - started
     console.print(f"[green]Rebuilt {name}[/]: {total:,} events in {elapsed:.1f}s ({total / elapsed:,.0f} events/s)")
+
+
+def _wait_projection_caught_up(system: Any, settings: Settings, name: str, timeout: float = 30) -> None:
+    """Wait until a projection has stored everything its topics hold right now."""
+    if name not in settings.projections:
+        return
+    ends = _end_offsets(settings, settings.projections[name].topics)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        positions = system.projection_status()[name]["positions"]
+        # A transactional partition ends with a commit marker the projection never "reads".
+        if all(positions.get(k, 0) >= end - 1 for k, end in ends.items()):
+            return
+        time.sleep(0.1)
 
 
 def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
