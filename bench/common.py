@@ -128,3 +128,13 @@ def produce_blocking(producer: Any, topic: str, key: bytes, value: bytes, partit
             return
         except BufferError:
             producer.poll(0.05)
+
+
+def timed_consume(consumer: Any, expected: int) -> float:
+    """Seconds to consume `expected` messages from the consumer's assignment, then close it."""
+    seen = 0
+    with Timer() as t:
+        while seen < expected:
+            seen += sum(1 for m in consumer.consume(10_000, timeout=1.0) if m.error() is None)
+    consumer.close()
+    return t.seconds

@@ -17,7 +17,7 @@ from typing import Any
 import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import Timer, bench_settings, console, produce_blocking, report
+from bench.common import Timer, bench_settings, console, produce_blocking, report, timed_consume
 from choreography.config import Settings
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.loadtest import LoadSpec, LoadTest, SagaObserver
@@ -91,13 +91,9 @@ def raw_kafka(settings: Settings, messages: int, size: int = 600) -> dict[str, f
         producer.flush(300)
     consumer = Consumer(consumer_config(settings.kafka.client_config(), f"raw-{topic}"))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(8)])
-    seen = 0
-    with Timer() as consume:
-        while seen < messages:
-            seen += sum(1 for m in consumer.consume(10_000, timeout=1.0) if m.error() is None)
-    consumer.close()
-    return {"messages": messages, "produce_s": produce.seconds, "consume_s": consume.seconds,
-            "messages_per_s": messages / (produce.seconds + consume.seconds)}  # fmt: skip
+    consume_s = timed_consume(consumer, messages)
+    return {"messages": messages, "produce_s": produce.seconds, "consume_s": consume_s,
+            "messages_per_s": messages / (produce.seconds + consume_s)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

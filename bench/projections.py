@@ -12,7 +12,16 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import Timer, bench_settings, console, encode_all, order_saga_events, produce_blocking, report
+from bench.common import (
+    Timer,
+    bench_settings,
+    console,
+    encode_all,
+    order_saga_events,
+    produce_blocking,
+    report,
+    timed_consume,
+)
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.runtime import tune_gc
 from choreography.topics import ensure_topics, partition_for
@@ -36,12 +45,7 @@ def raw_consume(settings, topic: str, expected: int) -> float:
     consumer = Consumer(consumer_config(settings.kafka.client_config(), "bench-raw-consume"))
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    seen = 0
-    with Timer() as t:
-        while seen < expected:
-            seen += sum(1 for m in consumer.consume(10_000, timeout=1.0) if m.error() is None)
-    consumer.close()
-    return t.seconds
+    return timed_consume(consumer, expected)
 
 
 def run_projection(settings, name: str, sink: ClickHouseSink, expected: int, batch: int) -> tuple[float, int]:

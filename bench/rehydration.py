@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from actors import aggregate_for
 from actors.shard import Shard
 from actors.shard_actor import spawn_shard
-from bench.common import Timer, bench_settings, console, order_saga_events, produce_blocking, report
+from bench.common import Timer, bench_settings, console, order_saga_events, produce_blocking, report, timed_consume
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.runtime import tune_gc
 from choreography.system import shard_config
@@ -44,12 +44,7 @@ def fill_partition(settings, topic: str, events: int, partition: int = 0, first_
 def raw_consume(settings, topic: str, partition: int, expected: int) -> float:
     consumer = Consumer(consumer_config(settings.kafka.client_config(), "bench-raw", **{"enable.partition.eof": True}))
     consumer.assign([TopicPartition(topic, partition, 0)])
-    seen = 0
-    with Timer() as t:
-        while seen < expected:
-            seen += sum(1 for m in consumer.consume(10_000, timeout=1.0) if m.error() is None)
-    consumer.close()
-    return t.seconds
+    return timed_consume(consumer, expected)
 
 
 def main(argv: list[str] | None = None) -> dict:

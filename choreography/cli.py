@@ -463,18 +463,13 @@ def _wait_projection_caught_up(system: Any, settings: Settings, name: str, timeo
 
 
 def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
-    consumer = Consumer(
-        {**settings.kafka.client_config(), "group.id": "choreo-cli", "isolation.level": "read_committed"}
-    )
+    from choreography.kafka_io import consumer_config, end_offsets
+
+    consumer = Consumer(consumer_config(settings.kafka.client_config(), "choreo-cli"))
     try:
-        ends = {}
-        for base in topics:
-            topic = settings.topic_name(base)
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        return ends
+        return end_offsets(consumer, [settings.topic_name(t) for t in topics], timeout=10)
     finally:
         consumer.close()
 

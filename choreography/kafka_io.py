@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 
 def producer_config(base: dict[str, str], transactional_id: str | None = None) -> dict[str, Any]:
@@ -52,6 +52,18 @@ def data_messages(msgs: list[Message]) -> Iterator[Message]:
             yield msg
         elif err.code() != KafkaError._PARTITION_EOF:
             raise KafkaException(err)
+
+
+def end_offsets(consumer: Consumer, topics: list[str], timeout: float = 30) -> dict[tuple[str, int], int]:
+    """The high watermark of every partition of `topics`."""
+    ends = {}
+    for topic in topics:
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if meta.error is not None:
+            raise KafkaException(meta.error)
+        for p in meta.partitions:
+            ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+    return ends
 
 
 def is_fatal(exc: KafkaException) -> bool:

@@ -333,18 +333,14 @@ def plot(report: dict[str, Any], output: Path) -> list[Path]:
     ax.set_ylabel("orders/s")
     ax.legend()
     ax.set_title("Throughput")
-    paths.append(output / "throughput.png")
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(plt, fig, output / "throughput.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     lat = report["latency_ms"]["place_to_terminal"]
     ax.bar(["p50", "p95", "p99", "max"], [lat["p50"], lat["p95"], lat["p99"], lat["max"]])
     ax.set_ylabel("ms")
     ax.set_title("Latency place -> terminal")
-    paths.append(output / "latency.png")
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(plt, fig, output / "latency.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     kinds = sorted({k for s in timeline for k in s["lag"]})
@@ -354,7 +350,11 @@ def plot(report: dict[str, Any], output: Path) -> list[Path]:
     ax.set_ylabel("events behind")
     ax.legend()
     ax.set_title("Consumer lag")
-    paths.append(output / "lag.png")
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(plt, fig, output / "lag.png"))
     return paths
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

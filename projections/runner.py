@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from actors.shard import position
-from choreography.kafka_io import consumer_config, data_messages
+from choreography.kafka_io import consumer_config, data_messages, end_offsets
 from events.base import StoredEvent
 from events.registry import DecodeError, Registry
 from projections.base import Projection, Row
@@ -76,7 +76,7 @@ class ProjectionRunner:
         for view in self.projection.views:
             self.sink.command(view.ddl)
         self.consumer = Consumer(consumer_config(self.kafka, self.group_id))
-        ends = self._end_offsets(self.consumer)
+        ends = end_offsets(self.consumer, self.topics)
         ahead = [
             f"{t}[{p}] holds offset {o}, log ends at {ends.get((t, p), 0)}"
             for stored in self.table_max.values()
@@ -107,16 +107,6 @@ class ProjectionRunner:
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
-
-    def _end_offsets(self, consumer: Consumer) -> dict[tuple[str, int], int]:
-        ends = {}
-        for topic in self.topics:
-            meta = consumer.list_topics(topic, timeout=30).topics[topic]
-            if meta.error is not None:
-                raise KafkaException(meta.error)
-            for p in meta.partitions:
-                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-        return ends
 
     def _drop(self) -> None:
         for view in self.projection.views:
