@@ -25,13 +25,24 @@ class StockState(DomainModel):
     reserved: dict[str, int] = {}
     """Quantity held per order id."""
     shipped: int = 0
-    settled: frozenset[str] = frozenset()
-    """Orders already answered and done with (refused, released or shipped): a late duplicate
-    ReserveStock must not reserve for them again."""
+    settled: tuple[str, ...] = ()
+    """The most recent orders answered and done with (refused, released or shipped), oldest
+    first: a late duplicate ReserveStock must not reserve for them again. Bounded to
+    SETTLED_MEMORY so state and snapshots stay small on a long-lived SKU; a reservation arriving
+    for an order settled longer ago is answered normally, and the order side hands it back
+    (StrayReservationReleased), so stock still balances."""
 
     @property
     def reserved_total(self) -> int:
         return sum(self.reserved.values())
+
+
+SETTLED_MEMORY = 1_000
+"""Settled orders remembered per SKU."""
+
+
+def _settle(settled: tuple[str, ...], order_id: str) -> tuple[str, ...]:
+    return (*settled, order_id)[-SETTLED_MEMORY:]
 
 
 class StockItemAggregate:
@@ -90,13 +101,13 @@ class StockItemAggregate:
                     }
                 )
             case StockReservationRejected():
-                return state.model_copy(update={"settled": state.settled | {event.order_id}})
+                return state.model_copy(update={"settled": _settle(state.settled, event.order_id)})
             case StockReleased():
                 return state.model_copy(
                     update={
                         "available": state.available + event.quantity,
                         "reserved": _without(state.reserved, event.order_id),
-                        "settled": state.settled | {event.order_id},
+                        "settled": _settle(state.settled, event.order_id),
                     }
                 )
             case StockShipped():
@@ -104,7 +115,7 @@ class StockItemAggregate:
                     update={
                         "shipped": state.shipped + event.quantity,
                         "reserved": _without(state.reserved, event.order_id),
-                        "settled": state.settled | {event.order_id},
+                        "settled": _settle(state.settled, event.order_id),
                     }
                 )
         return state
