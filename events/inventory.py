@@ -20,13 +20,17 @@ class StockCommand(Command):
         return self.sku
 
 
+MAX_STOCK_QUANTITY = 100_000_000
+"""Per command; `added` sums them, so 9 * 10**10 commands per SKU still fit in Int64."""
+
+
 class AddStock(StockCommand):
-    quantity: int = Field(gt=0, le=100_000_000)
+    quantity: int = Field(gt=0, le=MAX_STOCK_QUANTITY)
 
 
 class ReserveStock(StockCommand):
     order_id: str
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=MAX_STOCK_QUANTITY)
 
 
 class ReleaseStock(StockCommand):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -13,12 +13,27 @@ ORDER = "order"
 APPROVED_TOKEN = "tok_visa"
 DEFAULT_CURRENCY = "USD"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"  # an ISO 4217 alphabetic code
+MAX_QUANTITY = 10_000
+MAX_LINES = 100
+MAX_UNIT_PRICE_CENTS = 10**9
+MAX_ORDER_TOTAL_CENTS = MAX_LINES * MAX_QUANTITY * MAX_UNIT_PRICE_CENTS
+"""10**15 cents: thousands of the largest orders still sum within ClickHouse's Int64 (9.2 * 10**18)."""
 
 
 class OrderLine(DomainModel):
+    """Shared by PlaceOrder and the stored OrderPlaced events, so its own schema stays as stored;
+    the command bounds the price at the door (`_bounded_price`)."""
+
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(gt=0, le=10_000)
+    quantity: int = Field(gt=0, le=MAX_QUANTITY)
     unit_price_cents: int = Field(ge=0)
+
+
+class PricedLine(OrderLine):
+    """An order line as a command accepts it: the price is bounded, so every order total fits in
+    Int64. Validated lines become plain OrderLines again (see `PlaceOrder._plain_lines`)."""
+
+    unit_price_cents: int = Field(ge=0, le=MAX_UNIT_PRICE_CENTS)
 
 
 class OrderCommand(Command):
@@ -35,18 +50,25 @@ class OrderCommand(Command):
 
 class PlaceOrder(OrderCommand):
     customer_id: str = Field(min_length=1, max_length=64)
-    lines: tuple[OrderLine, ...] = Field(min_length=1, max_length=100)
+    lines: tuple[PricedLine, ...] = Field(min_length=1, max_length=MAX_LINES)
     payment_token: str = Field(default=APPROVED_TOKEN, min_length=1, max_length=64)
     shipping_address: str = Field(default="1 Main St, Springfield", min_length=1, max_length=200)
     currency: str = Field(default=DEFAULT_CURRENCY, pattern=CURRENCY_PATTERN)
 
+    @field_validator("lines", mode="before")
+    @classmethod
+    def _check_lines_as_priced(cls, lines: Any) -> Any:
+        if isinstance(lines, list | tuple):
+            return [line.model_dump() if isinstance(line, OrderLine) else line for line in lines]
+        return lines
+
     @field_validator("lines")
     @classmethod
-    def _distinct_skus(cls, lines: tuple[OrderLine, ...]) -> tuple[OrderLine, ...]:
+    def _plain_lines(cls, lines: tuple[OrderLine, ...]) -> tuple[OrderLine, ...]:
         skus = [line.sku for line in lines]
         if len(set(skus)) != len(skus):
             raise ValueError("each SKU may appear on only one line")
-        return lines
+        return tuple(OrderLine.model_construct(**line.__dict__) for line in lines)
 
 
 class CancelOrder(OrderCommand):
@@ -66,7 +88,7 @@ class RecordStockRejected(OrderCommand):
 
 
 class RecordPaymentCaptured(OrderCommand):
-    amount_cents: int
+    amount_cents: int = Field(le=MAX_ORDER_TOTAL_CENTS)
 
 
 class RecordPaymentDeclined(OrderCommand):

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from events.base import Command, Event
+from events.orders import MAX_ORDER_TOTAL_CENTS
 
 PAYMENT = "payment"
 
@@ -22,7 +23,7 @@ class PaymentCommand(Command):
 
 class CapturePayment(PaymentCommand):
     customer_id: str
-    amount_cents: int = Field(ge=0)
+    amount_cents: int = Field(ge=0, le=MAX_ORDER_TOTAL_CENTS)
     payment_token: str
 
 
