@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -50,7 +50,10 @@ class OrderCommand(Command):
 
 class PlaceOrder(OrderCommand):
     customer_id: str = Field(min_length=1, max_length=64)
-    lines: tuple[PricedLine, ...] = Field(min_length=1, max_length=MAX_LINES)
+    if TYPE_CHECKING:  # callers pass OrderLines; they are validated as PricedLines
+        lines: tuple[OrderLine, ...] = Field(min_length=1, max_length=MAX_LINES)
+    else:
+        lines: tuple[PricedLine, ...] = Field(min_length=1, max_length=MAX_LINES)
     payment_token: str = Field(default=APPROVED_TOKEN, min_length=1, max_length=64)
     shipping_address: str = Field(default="1 Main St, Springfield", min_length=1, max_length=200)
     currency: str = Field(default=DEFAULT_CURRENCY, pattern=CURRENCY_PATTERN)
