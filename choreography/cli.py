@@ -398,7 +398,7 @@ app.add_typer(projections_app, name="projections")
 
 @projections_app.command("list")
 def projections_list(config: ConfigOpt = None) -> None:
-    """Show each projection's tables, events and rows stored, and position."""
+    """Show each projection's tables, events and rows stored, poison and parked events."""
     from projections import projection_for
 
     settings = _settings(config)
@@ -406,11 +406,12 @@ def projections_list(config: ConfigOpt = None) -> None:
         status = system.projection_status()
     _print_table(
         "Projections",
-        ["name", "tables", "topics", "events (this run)", "rows (this run)", "poison"],
+        ["name", "tables", "topics", "events (this run)", "rows (this run)", "poison", "parked", "rebuilding"],
         [
             (name, ", ".join(t.name for t in projection_for(name).tables), ", ".join(spec.topics),
              status.get(name, {}).get("events", 0), status.get(name, {}).get("rows", 0),
-             status.get(name, {}).get("poison", 0))
+             status.get(name, {}).get("poison", 0), status.get(name, {}).get("parked", 0),
+             "yes" if status.get(name, {}).get("rebuild") is not None else "")
             for name, spec in settings.projections.items()
         ],
     )  # fmt: skip
@@ -421,8 +422,8 @@ def projections_rebuild(
     name: Annotated[str, typer.Argument(help="Projection to rebuild, e.g. orders.")],
     config: ConfigOpt = None,
 ) -> None:
-    """Drop the projection's tables and replay it from the earliest offset (runbook Case 1),
-    with a progress bar showing events/s and ETA."""
+    """Replay the projection from the earliest offset into fresh tables while the live ones keep
+    serving, then swap them in (runbook Case 1); a progress bar shows events/s and ETA."""
     settings = _settings(config)
     if name not in settings.projections:
         raise ValueError(f"unknown projection {name!r}; known: {sorted(settings.projections)}")
@@ -437,12 +438,13 @@ def projections_rebuild(
         ) as progress:  # fmt: skip
             task = progress.add_task("rebuild", total=total, rate="0")
             while True:
-                positions = system.projection_status()[name]["positions"]
+                positions = system.projection_status()[name]["rebuild"]
+                if positions is None:  # caught up with the live tables and swapped in
+                    progress.update(task, completed=total)
+                    break
                 done = sum(min(positions.get(k, 0), end) for k, end in ends.items())
                 rate = done / max(time.perf_counter() - started, 1e-6)
                 progress.update(task, completed=done, rate=f"{rate:,.0f}")
-                if done >= total:
-                    break
                 time.sleep(0.2)
     elapsed = time.perf_counter() - started
     console.print(f"[green]Rebuilt {name}[/]: {total:,} events in {elapsed:.1f}s ({total / elapsed:,.0f} events/s)")

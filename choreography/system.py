@@ -265,6 +265,7 @@ class System:
             time.sleep(0.02)
 
     def projection_status(self) -> dict[str, dict[str, Any]]:
+        """Per projection: events, rows, poison, parked, paused, positions, rebuild (see the host)."""
         status: dict[str, dict[str, Any]] = {}
         for host in self._hosts():
             status.update(ray.get(host.status.remote()))
@@ -277,8 +278,9 @@ class System:
         ray.get(self._host(name).resume.remote(name))
 
     def rebuild_projection(self, name: str) -> None:
-        """Drop the projection's tables and replay it from the earliest offset (runbook Case 1).
-        Returns at once; follow progress with `projection_status()`."""
+        """Replay the projection from the earliest offset into fresh tables while the live ones keep
+        serving, then swap them in (runbook Case 1). Returns at once; follow progress with
+        `projection_status()[name]["rebuild"]` (None once swapped in)."""
         ray.get(self._host(name).rebuild.remote(name))
 
     def saga(self, order_id: str) -> QueryResult:

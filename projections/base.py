@@ -25,15 +25,34 @@ class Table:
     columns: tuple[str, ...]
     """Data columns, in insert order; the position columns are appended by the runner."""
     ddl: str
-    """CREATE TABLE IF NOT EXISTS ... ; must declare the position columns via POSITION_DDL."""
+    """CREATE TABLE IF NOT EXISTS <name> (...); must declare the position columns via POSITION_DDL
+    (a view's target table holds no positions)."""
+
+    def renamed(self, suffix: str) -> Table:
+        """The same table under `<name><suffix>` (a rebuild builds its fresh tables this way)."""
+        if not suffix:
+            return self
+        head = f"CREATE TABLE IF NOT EXISTS {self.name} "
+        if head not in self.ddl:
+            raise ValueError(f"DDL of {self.name} must start with {head!r}")
+        ddl = self.ddl.replace(head, f"CREATE TABLE IF NOT EXISTS {self.name}{suffix} ", 1)
+        return Table(self.name + suffix, self.columns, ddl)
 
 
 @dataclass(frozen=True)
 class View:
-    """A materialized view fed by a projection table (created after, dropped before, the tables)."""
+    """A materialized view from a projection table `source` into its own `target` table: created
+    after, dropped before, the tables; a rebuild builds source and target afresh together."""
 
     name: str
-    ddl: str
+    source: str
+    target: Table
+    select: str
+    """The view's SELECT, reading `FROM {source}`."""
+
+    def ddl(self, suffix: str = "") -> str:
+        select = self.select.format(source=self.source + suffix)
+        return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name}{suffix} TO {self.target.name}{suffix} AS {select}"
 
 
 class Projection(ABC):
@@ -43,6 +62,8 @@ class Projection(ABC):
     topics: Sequence[str]
     tables: Sequence[Table]
     views: Sequence[View] = ()
+    suffix: str = ""
+    """Set on the instance that builds fresh tables during a rebuild: its tables are `<name><suffix>`."""
 
     @abstractmethod
     def project(self, events: Sequence[StoredEvent], lookup: Lookup) -> dict[str, list[Row]]:
@@ -98,7 +119,7 @@ class RowPerKey(Projection):
         missing = [k for k, v in first.items() if v > 1 and k not in self._latest]
         cols = ", ".join(self.table.columns)
         sql = (
-            f"SELECT {cols} FROM {self.table.name} WHERE {self.key} IN %(keys)s "
+            f"SELECT {cols} FROM {self.table.name}{self.suffix} WHERE {self.key} IN %(keys)s "
             f"ORDER BY version DESC LIMIT 1 BY {self.key}"
         )
         for start in range(0, len(missing), self.lookup_chunk):

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 from confluent_kafka import Message, Producer
+from ray.util.metrics import Counter
 
 from choreography.dlq import dead_letter_from, send_dead_letter
 from choreography.kafka_io import producer_config
@@ -24,7 +25,7 @@ from events import default_registry
 from events.base import StoredEvent
 from events.registry import Registry
 from projections import projection_for
-from projections.runner import ProjectionRunner
+from projections.runner import REBUILD, ProjectionRunner, discard_rebuild, promote, recover
 from projections.sink import ClickHouseSink, QueryResult
 
 log = logging.getLogger("choreo.projection.host")
@@ -61,47 +62,80 @@ class ProjectionHost:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         tune_gc()
         self.sink = ClickHouseSink(dsn)
-        registry = default_registry()
-        shared = SharedDecoder(registry)
+        self.registry = default_registry()
+        self.shared = SharedDecoder(self.registry)
+        self.kafka = kafka
+        self.namespace = namespace
+        self.topic_prefix = topic_prefix
+        self.options = projections
         self.dlq = Producer(producer_config(kafka))
         self.dlq_topic = dlq_topic(topic_prefix)
+        self.parked_metric = Counter(
+            "choreo_projection_parked_events",
+            description="Events a projection could not store, parked in the dead-letter topic.",
+            tag_keys=("projection",),
+        )
         self.runners: dict[str, ProjectionRunner] = {}
-        for name, opts in projections.items():
-            runner = ProjectionRunner(
-                projection_for(name),
-                self.sink,
-                kafka,
-                registry,
-                group_id=f"{namespace}-projection-{name}",
-                topics=opts.get("topics"),
-                topic_prefix=topic_prefix,
-                batch_size=opts.get("batch_size", 50_000),
-                flush_interval_ms=opts.get("flush_interval_ms", 200),
-                on_poison=partial(self._dead_letter, f"projection {name}"),
-                decode=shared.decode,
-            )
-            runner.start()
-            self.runners[name] = runner
+        self.rebuilds: dict[str, ProjectionRunner] = {}
+        for name in projections:
+            unfinished = recover(self.sink, projection_for(name))
+            self.runners[name] = self._runner(name)
+            self.runners[name].start()
+            if unfinished:
+                log.warning("projection %s: resuming an unfinished rebuild", name)
+                self.rebuilds[name] = self._runner(name, REBUILD)
+                self.rebuilds[name].start()
         self.paused: set[str] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="projections", daemon=True)
         self.thread.start()
 
+    def _runner(self, name: str, suffix: str = "") -> ProjectionRunner:
+        opts = self.options[name]
+        stage = f"projection {name}"
+        return ProjectionRunner(
+            projection_for(name),
+            self.sink,
+            self.kafka,
+            self.registry,
+            group_id=f"{self.namespace}-projection-{name}{suffix}",
+            topics=opts.get("topics"),
+            topic_prefix=self.topic_prefix,
+            batch_size=opts.get("batch_size", 50_000),
+            flush_interval_ms=opts.get("flush_interval_ms", 200),
+            # A rebuild meets the same poison the live runner dead-lettered already.
+            on_poison=None if suffix else partial(self._dead_letter, stage),
+            on_park=partial(self._park, name, stage),
+            decode=self.shared.decode,
+            suffix=suffix,
+        )
+
     def _dead_letter(self, stage: str, msg: Message, error: str) -> None:
         # Not atomic with the ClickHouse insert: after a crash a poison event may be parked twice.
         send_dead_letter(self.dlq, self.dlq_topic, dead_letter_from(msg, stage, error))
-        self.dlq.flush(30)
+        if self.dlq.flush(30):
+            raise RuntimeError(f"dead letter for {stage} not delivered")
+
+    def _park(self, name: str, stage: str, msg: Message, error: str) -> None:
+        self._dead_letter(stage, msg, error)
+        self.parked_metric.inc(1, tags={"projection": name})
 
     def _loop(self) -> None:
         try:
             while not self.stopping.is_set():
                 busy = False
-                for name, runner in self.runners.items():
+                for name in list(self.runners):
                     with self.lock:
                         if name in self.paused:
                             continue
+                        runner = self.runners[name]
                         busy |= runner.poll_batch().events > 0
+                        fresh = self.rebuilds.get(name)
+                        if fresh is not None:
+                            busy |= fresh.poll_batch().events > 0
+                            if fresh.caught_up_with(runner.positions()):
+                                self._promote(name)
                 if not busy:
                     time.sleep(0.02)
         except Exception:
@@ -115,17 +149,35 @@ class ProjectionHost:
     def positions(self, name: str) -> dict[tuple[str, int], int]:
         return self.runners[name].positions()
 
+    def _promote(self, name: str) -> None:
+        """Swap the caught-up fresh tables in (under the sink's lock: no query sees the renames)."""
+        live, fresh = self.runners[name], self.rebuilds.pop(name)
+        live.stop()
+        fresh.stop()
+        with self.sink.lock:
+            promote(self.sink, fresh.projection)
+            runner = self._runner(name)
+            runner.start()
+        runner.totals = live.totals
+        self.runners[name] = runner
+        log.info("projection %s: rebuilt tables are live at %s", name, runner.positions())
+
     def status(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {
-                "events": r.totals.events,
-                "rows": r.totals.rows,
-                "poison": r.totals.poison,
-                "paused": name in self.paused,
-                "positions": r.positions(),
+        """Per projection: events and rows this run, poison and parked events, whether paused,
+        positions, and while a rebuild runs its fresh tables' positions (else None)."""
+        with self.lock:
+            return {
+                name: {
+                    "events": r.totals.events,
+                    "rows": r.totals.rows,
+                    "poison": r.totals.poison,
+                    "parked": len(r.parked),
+                    "paused": name in self.paused,
+                    "positions": r.positions(),
+                    "rebuild": self.rebuilds[name].positions() if name in self.rebuilds else None,
+                }
+                for name, r in self.runners.items()
             }
-            for name, r in self.runners.items()
-        }
 
     def pause(self, name: str) -> None:
         with self.lock:
@@ -136,8 +188,15 @@ class ProjectionHost:
             self.paused.discard(name)
 
     def rebuild(self, name: str) -> None:
+        """Build fresh tables from the earliest offset while the live ones keep serving; they are
+        swapped in once caught up (see projections/runner.py). A rebuild already running goes on."""
         with self.lock:
-            self.runners[name].rebuild()
+            if name in self.rebuilds:
+                return
+            fresh = self._runner(name, REBUILD)
+            discard_rebuild(self.sink, fresh.projection)
+            fresh.start()
+            self.rebuilds[name] = fresh
 
     def pid(self) -> int:
         return os.getpid()
@@ -145,7 +204,7 @@ class ProjectionHost:
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=10)
-        for r in self.runners.values():
+        for r in [*self.runners.values(), *self.rebuilds.values()]:
             r.stop()
         self.sink.close()
 

@@ -18,20 +18,28 @@ CREATE TABLE IF NOT EXISTS sales_payments (
 )
 
 PER_MINUTE = View(
-    name="sales_per_minute",
-    ddl="""
-CREATE MATERIALIZED VIEW IF NOT EXISTS sales_per_minute
-ENGINE = SummingMergeTree ORDER BY minute
-AS SELECT toStartOfMinute(at) AS minute,
-          countIf(captured_cents > 0) AS captures, sum(captured_cents) AS captured,
-          countIf(refunded_cents > 0) AS refunds, sum(refunded_cents) AS refunded,
-          captured - refunded AS net
-   FROM sales_payments GROUP BY minute""",
+    name="sales_per_minute_mv",
+    source=PAYMENTS.name,
+    target=Table(
+        name="sales_per_minute",
+        columns=("minute", "captures", "captured", "refunds", "refunded", "net"),
+        ddl="""
+CREATE TABLE IF NOT EXISTS sales_per_minute (
+    minute DateTime('UTC'), captures UInt64, captured Int64, refunds UInt64, refunded Int64, net Int64
+) ENGINE = SummingMergeTree ORDER BY minute""",
+    ),
+    select="""
+SELECT toStartOfMinute(at) AS minute,
+       countIf(captured_cents > 0) AS captures, sum(captured_cents) AS captured,
+       countIf(refunded_cents > 0) AS refunds, sum(refunded_cents) AS refunded,
+       captured - refunded AS net
+FROM {source} GROUP BY minute""",
 )
 
 
 class SalesProjection(Projection):
-    """Payments land exactly once in `sales_payments`; the view sums them per minute.
+    """Payments land exactly once in `sales_payments`; the view `sales_per_minute_mv` sums them per
+    minute into the table `sales_per_minute`.
     Query with `SELECT minute, sum(net) FROM sales_per_minute GROUP BY minute` (cents)."""
 
     name = "sales_per_minute"

@@ -7,7 +7,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import pytest
 import ray
 from confluent_kafka import Producer
 
@@ -37,7 +36,6 @@ def _produce_huge_order(settings, order_id: str) -> None:
     assert producer.flush(10) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="an event ClickHouse refuses makes the projection host crash-loop")
 def test_an_event_clickhouse_refuses_is_parked_and_the_projections_go_on(make_settings, start_system) -> None:
     settings = make_settings(shards=1, partitions=2)
     system = start_system(settings, metrics=False)
