@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from choreography.errors import CommandRejected, InvalidCommand, ProjectionTimeout, ShardUnavailable
+from choreography.errors import (
+    CommandRejected,
+    InvalidCommand,
+    ProjectionTimeout,
+    QueryError,
+    QueryRejected,
+    ShardUnavailable,
+)
 
 if TYPE_CHECKING:
     from choreography.system import System, connect
@@ -24,6 +31,8 @@ __all__ = [
     "CommandRejected",
     "InvalidCommand",
     "ProjectionTimeout",
+    "QueryError",
+    "QueryRejected",
     "ShardUnavailable",
     "System",
     "connect",

@@ -19,7 +19,14 @@ from rich.table import Table
 
 from choreography.broker import BrokerError, LocalBroker
 from choreography.config import ConfigError, Settings, load_settings, validate_cluster_file
-from choreography.errors import CommandRejected, InvalidCommand, ProjectionTimeout, ShardUnavailable
+from choreography.errors import (
+    CommandRejected,
+    InvalidCommand,
+    ProjectionTimeout,
+    QueryError,
+    QueryRejected,
+    ShardUnavailable,
+)
 from choreography.topics import DLQ_TOPIC
 
 console = Console()
@@ -40,6 +47,8 @@ USER_ERRORS = (
     CommandRejected,
     ShardUnavailable,
     ProjectionTimeout,
+    QueryRejected,
+    QueryError,
     ValueError,
 )
 
@@ -348,7 +357,12 @@ def query(
     sql: Annotated[str, typer.Argument(help="ClickHouse SQL, e.g. 'SELECT count() FROM orders FINAL'.")],
     config: ConfigOpt = None,
 ) -> None:
-    """Run analytics SQL on the ClickHouse read side."""
+    """Run read-only analytics SQL on the ClickHouse read side: one SELECT, WITH, SHOW, DESCRIBE,
+    EXPLAIN or EXISTS statement. Writes, DDL, SET/SETTINGS, INTO OUTFILE and functions that reach
+    outside the database (file, url, s3, remote, executable, dictGet...) are refused."""
+    from projections.readonly import check_read_only
+
+    check_read_only(sql)  # refuse before starting anything
     with _system(config) as system:
         result = system.query(sql)
     _print_table(sql, result.columns, result.rows)
@@ -649,7 +663,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except USER_ERRORS as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors import aggregate_for
 from actors.outcomes import Accepted, Outcome, Rejected
@@ -20,7 +20,7 @@ from actors.shard import ShardConfig
 from actors.shard_actor import spawn_shard
 from choreography.config import Settings, load_settings
 from choreography.dlq import DeadLetter, read_dead_letters
-from choreography.errors import CommandRejected, ProjectionTimeout, ShardUnavailable
+from choreography.errors import CommandRejected, ProjectionTimeout, QueryError, QueryRejected, ShardUnavailable
 from choreography.eventlog import read_topic
 from choreography.lag import LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, spawn_policy_runner
@@ -28,6 +28,7 @@ from choreography.topics import DLQ_TOPIC, ensure_topics, events_topic, partitio
 from events import default_registry
 from events.base import Command, DomainModel, StoredEvent
 from projections.host import spawn_projection_hosts
+from projections.readonly import check_read_only
 from projections.sink import QueryResult
 
 log = logging.getLogger("choreo.system")
@@ -242,8 +243,16 @@ class System:
             raise ValueError(f"unknown projection {projection!r}; running: {sorted(self.projection_hosts)}") from None
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-        """Run analytics SQL against the ClickHouse read side."""
-        result: QueryResult = ray.get(self._host().query.remote(sql, parameters))
+        """Run analytics SQL against the ClickHouse read side. Read-only: one SELECT, WITH, SHOW,
+        DESCRIBE, EXPLAIN or EXISTS statement; anything else raises QueryRejected, and a query
+        ClickHouse cannot run raises QueryError with its message."""
+        check_read_only(sql)  # fail fast; the host checks again with the engine's function list
+        try:
+            result: QueryResult = ray.get(self._host().query.remote(sql, parameters))
+        except RayTaskError as exc:
+            if isinstance(exc.cause, QueryRejected | QueryError):
+                raise exc.cause from None
+            raise
         return result
 
     def wait_for(self, events: Iterable[StoredEvent], projection: str = "orders", timeout: float = 30) -> None:

@@ -144,7 +144,8 @@ class ProjectionHost:
             os._exit(1)
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-        return self.sink.query(sql, parameters)
+        """The public, read-only analytics path (QueryRejected / QueryError on refusal or failure)."""
+        return self.sink.read_only_query(sql, parameters)
 
     def positions(self, name: str) -> dict[tuple[str, int], int]:
         return self.runners[name].positions()

@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver.binding import finalize_query
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from choreography.errors import QueryError
 from projections.base import POSITION_COLUMNS, Row, Table
+from projections.readonly import check_read_only
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class ClickHouseSink:
         self.dsn = dsn
         self.client = clickhouse_connect.get_client(dsn=dsn)
         self.lock = threading.RLock()
+        self.reader: Any = None
+        self.table_functions: frozenset[str] = frozenset()
 
     def command(self, sql: str) -> Any:
         with self.lock:
@@ -42,6 +48,35 @@ class ClickHouseSink:
         with self.lock:
             result = self.client.query(sql, parameters=parameters)
             return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def read_only_query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        """Run untrusted analytics SQL: guarded (QueryRejected), on a separate client whose
+        session is read-only, with ClickHouse errors raised as QueryError.
+
+        Parameters are bound client-side (`%(name)s`) before the guard sees the final text."""
+        try:
+            text = finalize_query(sql, parameters) if parameters else sql
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QueryError(f"cannot bind parameters: {exc!r}") from None
+        with self.lock:
+            reader = self._reader()
+            check_read_only(text, self.table_functions)
+            try:
+                result = reader.query(text)
+            except ClickHouseError as exc:
+                raise QueryError(" ".join(str(exc).split())) from None
+            return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    def _reader(self) -> Any:
+        if self.reader is None:
+            # chDB keeps readonly=1 for the client's whole session. Over HTTP clickhouse-connect
+            # sends its own settings with each query, which readonly=1 would refuse; readonly=2
+            # still refuses every write and the guard refuses any SET or SETTINGS.
+            readonly = 1 if self.dsn.startswith("chdb://") else 2
+            self.reader = clickhouse_connect.get_client(dsn=self.dsn, settings={"readonly": readonly})
+            functions = self.reader.query("SELECT name FROM system.table_functions").result_rows
+            self.table_functions = frozenset(str(name) for (name,) in functions)
+        return self.reader
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.query(sql, parameters).rows
@@ -64,4 +99,6 @@ class ClickHouseSink:
 
     def close(self) -> None:
         with self.lock:
+            if self.reader is not None:
+                self.reader.close()
             self.client.close()
