@@ -619,6 +619,131 @@ def saga(
     )
 
 
+snapshots_app = typer.Typer(
+    help="Inspect, drop and rebuild aggregate snapshots (the corrupt-snapshot runbook).", no_args_is_help=True
+)
+app.add_typer(snapshots_app, name="snapshots")
+
+ServiceArg = Annotated[str, typer.Argument(help="Service, e.g. order.")]
+PartitionOpt = Annotated[
+    list[int] | None, typer.Option("--partition", "-p", help="Only this partition (repeatable) [default: all].")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+@snapshots_app.command("status")
+def snapshots_status(
+    service: ServiceArg,
+    partition: PartitionOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Per partition: the checkpoint offset and age, the events end offset and the tail a restart
+    replays, live snapshot records and bytes. Read from Kafka (read_committed); no Ray needed."""
+    from choreography import snapshots
+
+    settings = _settings(config)
+    rows = snapshots.status(settings, service, partition)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    table = Table(title=f"Snapshots of {service} ({settings.topic_name(service + '-snapshots')})")
+    for col in ("partition", "shard", "checkpoint", "age", "events end", "replay tail", "records", "bytes", "state"):
+        table.add_column(col, justify="left" if col == "state" else "right")
+    for r in rows:
+        age = r.age_s()
+        state = f"[red]ignored (corrupt: {r.corrupt[0]})[/]" if r.corrupt else ("ok" if r.checkpoint else "none")
+        table.add_row(
+            str(r.partition), str(r.shard), "-" if r.checkpoint is None else str(r.checkpoint),
+            "-" if age is None else f"{age:,.0f}s", str(r.events_end), str(r.tail), str(r.records),
+            f"{r.bytes:,}", state,
+        )  # fmt: skip
+    console.print(table)
+
+
+@snapshots_app.command("drop")
+def snapshots_drop(
+    service: ServiceArg, partition: PartitionOpt = None, yes: YesOpt = False, config: ConfigOpt = None
+) -> None:
+    """Make the shards ignore the snapshots of the partition(s) and replay them from the event log.
+
+    In one transaction per owning shard, written with the shard's own transactional.id (which
+    fences the running instance), every snapshotted aggregate is reset to its initial state at
+    version 0 and the checkpoint to offset 0. Running owning shards are then restarted, so they
+    rehydrate from offset 0 and end in the same state. Nothing is lost: the event log is the truth."""
+    from choreography import snapshots
+
+    settings = _settings(config)
+    chosen = snapshots.check_partitions(settings, service, partition)
+    shards = snapshots.shards_of(settings, service, partition)
+    _confirm(yes, f"Drop the snapshots of {service} partitions {chosen} and restart shards {shards}?")
+    with console.status("Writing the reset transaction..."):
+        reset = snapshots.drop(settings, service, partition)
+    console.print(f"Reset {sum(reset.values())} snapshots in partitions {sorted(reset)}.")
+    running = snapshots.running_shards(settings, service, shards) if _connect_ray(settings) else {}
+    if not running:
+        console.print("No running shard found: each replays its partitions from offset 0 when it next starts.")
+        return
+    with console.status(f"Restarting {service} shards {sorted(running)} (replaying the event log)..."):
+        infos = snapshots.restart_shards(running)
+    for n, info in sorted(infos.items()):
+        events, seconds = info.get("rehydrated_events", 0), info.get("rehydration_s", 0.0)
+        console.print(f"shard {n}: serving again, rehydrated {events:,} events in {seconds:.1f}s")
+
+
+@snapshots_app.command("rebuild")
+def snapshots_rebuild(
+    service: ServiceArg, partition: PartitionOpt = None, yes: YesOpt = False, config: ConfigOpt = None
+) -> None:
+    """Write a complete, fresh snapshot of the partition(s) from the event log.
+
+    Rebuild = drop (see `drop`), restart the owning shards so they rehydrate from the event log
+    alone, then have each write a snapshot of every aggregate it holds and a checkpoint at the end
+    of its log. The shards refuse commands while they replay; clients retry. A shard that is not
+    running is started for the rebuild and stopped afterwards."""
+    from choreography import snapshots
+
+    settings = _settings(config)
+    chosen = snapshots.check_partitions(settings, service, partition)
+    _confirm(yes, f"Rebuild the snapshots of {service} partitions {chosen} (their shards restart)?")
+    if not _connect_ray(settings):
+        _start_ray(settings)
+    with console.status("Rebuilding...") as progress:
+        rows = snapshots.rebuild(settings, service, partition, report=lambda line: progress.update(line))
+    _print_table(
+        f"Rebuilt snapshots of {service}",
+        ["partition", "checkpoint", "events end", "records", "bytes"],
+        [(r.partition, r.checkpoint, r.events_end, r.records, f"{r.bytes:,}") for r in rows],
+    )
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if not yes and not typer.confirm(question, default=False):
+        raise typer.Abort()
+
+
+def _connect_ray(settings: Settings) -> bool:
+    """Join the running Ray cluster ($RAY_ADDRESS or the local one). False when none runs."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return True
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", namespace=settings.namespace,
+                 logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
+    except ConnectionError:
+        return False
+    return True
+
+
+def _start_ray(settings: Settings) -> None:
+    import ray
+
+    ray.init(namespace=settings.namespace, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
 dlq_app = typer.Typer(help="Inspect and redrive dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
