@@ -108,8 +108,10 @@ def _finish_swap(sink: ClickHouseSink, projection: Projection) -> None:
                 sink.command(f"RENAME TABLE {name} TO {name}{OLD}, {fresh} TO {name}")
             else:
                 sink.command(f"RENAME TABLE {fresh} TO {name}")
+    tables = _existing(sink)
     for name in _objects(projection):
-        sink.command(f"DROP TABLE IF EXISTS {name}{OLD}")
+        if name + OLD in tables:
+            sink.command(f"DROP TABLE {name}{OLD}")
     sink.command(f"DROP TABLE IF EXISTS {_marker(projection)}")
 
 
@@ -131,7 +133,8 @@ def recover(sink: ClickHouseSink, projection: Projection) -> bool:
         _finish_swap(sink, projection)
     tables = _existing(sink)
     for name in _objects(projection):
-        sink.command(f"DROP TABLE IF EXISTS {name}{OLD}")
+        if name + OLD in tables:
+            sink.command(f"DROP TABLE {name}{OLD}")
     return any(name + REBUILD in tables for name in _objects(projection))
 
 
@@ -192,7 +195,8 @@ class ProjectionRunner:
             self.table_max[table.name] = self.sink.max_offsets(table)
         for view in self.projection.views:
             self.sink.create(view.target.renamed(self.suffix))
-        self.sink.create(self.parked_table)
+        if self.suffix:  # a fresh set holds every object, so a swap replaces each of them
+            self.sink.create(self.parked_table)
         for view in self.projection.views:
             self.sink.command(view.ddl(self.suffix))
         self.parked = self._parked_positions(self.parked_table.name)
@@ -331,6 +335,7 @@ class ProjectionRunner:
         log.error("projection %s parks %s[%d]@%d: %s", self.projection.name, *pos, reason)
         if self.on_park is not None and pos not in self.dead_lettered:
             self.on_park(raw[pos], reason)
+        self.sink.create(self.parked_table)  # created on first use: most projections never park
         self.sink.insert(self.parked_table, [(reason, datetime.now(UTC), *pos)])
         self.parked.add(pos)
 
