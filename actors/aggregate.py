@@ -23,6 +23,9 @@ class Aggregate(Protocol[S]):
 
     aggregate_type: str
     state_type: type[S]
+    benign_rejections: frozenset[str]
+    """Rejection codes that are harmless no-ops when a command from another service's policy
+    meets them. Every other rejection of such a command is dead-lettered with its reason."""
 
     def initial(self) -> S: ...
 

@@ -48,6 +48,8 @@ def _settle(settled: tuple[str, ...], order_id: str) -> tuple[str, ...]:
 class StockItemAggregate:
     aggregate_type = INVENTORY
     state_type = StockState
+    benign_rejections: frozenset[str] = frozenset()
+    """None: late and repeated answers from other services decide to no events, not to a rejection."""
 
     def initial(self) -> StockState:
         return StockState()

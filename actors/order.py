@@ -78,6 +78,8 @@ class OrderState(DomainModel):
 class OrderAggregate:
     aggregate_type = ORDER
     state_type = OrderState
+    benign_rejections: frozenset[str] = frozenset()
+    """None: late and repeated answers from other services decide to no events, not to a rejection."""
 
     def __init__(self, deadline: timedelta | None = None, clock: Callable[[], datetime] = utc_now) -> None:
         self.deadline = deadline

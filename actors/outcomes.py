@@ -22,6 +22,8 @@ class Rejected:
     command_id: str
     code: str
     reason: str
+    duplicate: bool = False
+    """True when this command id was decided before: the original rejection, not a new decision."""
 
     ok = False
 

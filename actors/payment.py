@@ -36,6 +36,8 @@ class PaymentState(DomainModel):
 class PaymentAggregate:
     aggregate_type = PAYMENT
     state_type = PaymentState
+    benign_rejections: frozenset[str] = frozenset()
+    """None: late and repeated answers from other services decide to no events, not to a rejection."""
 
     def initial(self) -> PaymentState:
         return PaymentState()

@@ -7,10 +7,11 @@ import heapq
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -25,11 +26,20 @@ from confluent_kafka import (
 from pydantic import BaseModel, ConfigDict, create_model
 
 from actors.aggregate import Aggregate, DomainError
+from actors.dedup import DedupStore, Recorded
 from actors.outcomes import Accepted, Outcome, Rejected
 from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
-from choreography.kafka_io import consumer_config, data_messages, is_abortable, is_fatal, producer_config
+from choreography.kafka_io import (
+    consumer_config,
+    data_messages,
+    is_abortable,
+    is_fatal,
+    producer_config,
+    watermarks,
+)
 from choreography.topics import (
     commands_topic,
+    dedup_topic,
     dlq_topic,
     events_topic,
     owned_partitions,
@@ -46,6 +56,8 @@ RECENT_COMMANDS = 16
 """Command ids remembered per aggregate (and kept in its snapshot) for idempotent redelivery."""
 SEEN_CAPACITY = 100_000
 """Recent command outcomes kept in memory so a retried command returns its original events."""
+UNRECORDED = frozenset({"wrong_shard", "partition_unavailable", "handler_error"})
+"""Rejections that are not decisions of the domain: a resubmit decides afresh."""
 
 
 class ShardFenced(RuntimeError):
@@ -66,6 +78,9 @@ class ShardConfig(BaseModel):
     batch_max: int = 2000
     poll_ms: int = 25
     deadline_s: float | None = None
+    dedup_window_s: float = 86_400.0
+    state_dir: str = ".choreo/state"
+    """Local directory of the dedup indexes (a cache of the dedup topic)."""
 
     @property
     def transactional_id(self) -> str:
@@ -111,6 +126,8 @@ class Batch:
     offsets: list[TopicPartition] | None = None
     group_metadata: Any = None
     letters: list[DeadLetter] = field(default_factory=list)
+    client: bool = False
+    """Commands from clients: their outcomes are recorded for the dedup window."""
 
 
 @dataclass
@@ -119,6 +136,7 @@ class RehydrationStats:
     snapshots: int = 0
     seconds: float = 0.0
     from_checkpoint: dict[int, int] = field(default_factory=dict)
+    dedup_caught_up: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -136,6 +154,7 @@ class Shard:
         self.snapshots_topic = snapshots_topic(config.service, config.topic_prefix)
         self.commands_topic = commands_topic(config.service, config.topic_prefix)
         self.dlq_topic = dlq_topic(config.topic_prefix)
+        self.dedup_topic = dedup_topic(config.service, config.topic_prefix)
         self.stage = f"shard {config.transactional_id}"
         self.deadlines: list[tuple[datetime, str]] = []
         self.scheduled: dict[str, datetime] = {}
@@ -147,6 +166,15 @@ class Shard:
         self.next_offset: dict[int, int] = dict.fromkeys(self.owned, 0)
         self.since_checkpoint: dict[int, int] = dict.fromkeys(self.owned, 0)
         self.dirty: dict[int, set[str]] = {p: set() for p in self.owned}
+        self.broken: dict[int, str] = {}
+        """Partitions whose event log could not be replayed (undecodable event, version gap), with
+        why: the shard refuses to decide on them rather than serve state it knows is incomplete."""
+        self.parked_rejections: Counter[str] = Counter()
+        """Rejected command-topic commands sent to the dead-letter topic, by rejection code."""
+        state_dir = Path(config.state_dir) / config.namespace / f"{config.topic_prefix}{config.service}"
+        self.dedup = DedupStore(state_dir, self.owned, config.dedup_window_s)
+        self.dedup_stale = False
+        self.reader: Consumer | None = None
         self.producer = Producer(producer_config(config.kafka, config.transactional_id))
         # Fences any previous instance with this transactional.id and aborts its open transaction.
         self.producer.init_transactions(60)
@@ -163,6 +191,7 @@ class Shard:
         stats = RehydrationStats()
         self.entries.clear()
         self.seen.clear()
+        self.broken.clear()
         consumer = self._consumer()
         try:
             checkpoints = self._load_snapshots(consumer, stats)
@@ -173,6 +202,7 @@ class Shard:
             for msg in _read_to_end(consumer, self.events_topic, starts):
                 self._replay(msg)
                 stats.events += 1
+            stats.dedup_caught_up = self.dedup.catch_up(_read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
         finally:
             consumer.close()
         stats.seconds = time.perf_counter() - started
@@ -214,17 +244,21 @@ class Shard:
     def _replay(self, msg: Message) -> None:
         p, offset = position(msg)
         self.next_offset[p] = offset + 1
+        if p in self.broken:
+            return
         try:
             stored = self.registry.decode_event(msg.value(), self.events_topic, p, offset)
         except DecodeError as exc:
-            log.error("skipping undecodable event %s[%d]@%d: %s", self.events_topic, p, offset, exc)
+            self._break(p, f"undecodable event at offset {offset}: {exc}")
             return
         env = stored.envelope
         entry = self.entries.get(env.aggregate_id)
         if entry is None:
             entry = Entry(self.aggregate.initial(), 0)
         if env.version != entry.version + 1:
-            log.error("version gap for %s: have %d, read %d", env.aggregate_id, entry.version, env.version)
+            have, read = entry.version, env.version
+            self._break(p, f"version gap at offset {offset}: {env.aggregate_id} is at v{have}, the log has v{read}")
+            return
         recent = entry.recent
         if not recent or recent[-1] != env.causation_id:
             recent = (*recent, env.causation_id)[-RECENT_COMMANDS:]
@@ -235,6 +269,13 @@ class Shard:
         self._remember(env.causation_id, stored)
         self.since_checkpoint[p] += 1
         self.dirty[p].add(env.aggregate_id)
+
+    def _break(self, p: int, why: str) -> None:
+        self.broken[p] = why
+        log.error(
+            "%s refuses partition %d of %s until its log is repaired (an upcaster, or the runbook): %s",
+            self.config.transactional_id, p, self.events_topic, why,
+        )  # fmt: skip
 
     def _set_entry(self, agg_id: str, entry: Entry) -> None:
         self.entries[agg_id] = entry
@@ -261,7 +302,7 @@ class Shard:
 
     def handle(self, commands: list[Command]) -> list[Outcome]:
         """Decide a batch of commands and append all resulting events in one transaction."""
-        return self._transact(Batch(commands))
+        return self._transact(Batch(commands, client=True))
 
     def _transact(self, batch: Batch) -> list[Outcome]:
         for attempt in range(3):
@@ -286,15 +327,24 @@ class Shard:
     def _transact_once(self, batch: Batch) -> list[Outcome]:
         commands = batch.commands
         outcomes: list[Outcome | None] = [None] * len(commands)
+        if batch.client:
+            self._answer_duplicates(commands, outcomes)
         pending: dict[str, Entry] = {}
         appended: list[tuple[int, list[tuple[Envelope, Event, int]]]] = []
         positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = {}
+        recorded: list[int] = []
         self.producer.begin_transaction()
         for i, cmd in enumerate(commands):
+            if outcomes[i] is not None:
+                continue
             outcome, staged = self._decide(cmd, pending)
             if outcome is not None:
                 outcomes[i] = outcome
+                if batch.client and isinstance(outcome, Rejected) and outcome.code not in UNRECORDED:
+                    recorded.append(i)
                 continue
+            if batch.client:
+                recorded.append(i)
             appended.append((i, staged))
             for j, (env, payload, p) in enumerate(staged):
                 self.producer.produce(
@@ -306,20 +356,32 @@ class Shard:
                     on_delivery=partial(_record_position, positions, (i, j)),
                 )
         letters = list(batch.letters)
+        parked: list[str] = []
         for i, outcome in enumerate(outcomes):
             source = batch.sources[i] if batch.sources else None
-            if source is not None and isinstance(outcome, Rejected) and outcome.code == "handler_error":
-                letters.append(dead_letter_from(source, self.stage, outcome.reason))
+            if (
+                source is not None
+                and isinstance(outcome, Rejected)
+                and outcome.code not in self.aggregate.benign_rejections
+            ):
+                # A saga step the aggregate refused must not vanish with its committed offset.
+                letters.append(dead_letter_from(source, self.stage, f"rejected {outcome.code}: {outcome.reason}"))
+                parked.append(outcome.code)
         for letter in letters:
             send_dead_letter(self.producer, self.dlq_topic, letter)
+        for topic, key, value in batch.marks:
+            self.producer.produce(topic, key=key, value=value)
         self.producer.flush(60)
         for delivered in positions.values():
             if isinstance(delivered, KafkaError):
                 raise KafkaException(delivered)
+        records = self._record_outcomes(commands, recorded, outcomes, appended, positions)
         if batch.offsets:
             self.producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, 60)
         self.producer.commit_transaction(60)
         # Committed: only now does the in-memory state move forward.
+        self.parked_rejections.update(parked)
+        self._index_outcomes(records)
         for agg_id, entry in pending.items():
             self._set_entry(agg_id, entry)
         for i, staged in appended:
@@ -343,6 +405,110 @@ class Shard:
         self._maybe_snapshot()
         return [o for o in outcomes if o is not None]
 
+    # ---- durable dedup of client commands -------------------------------------------
+
+    def _answer_duplicates(self, commands: list[Command], outcomes: list[Outcome | None]) -> None:
+        """Answer client commands decided before (within the window) with their original outcome."""
+        if self.dedup_stale:
+            self._refresh_dedup()
+        self.dedup.maybe_purge()
+        wanted: dict[int, list[str]] = defaultdict(list)
+        for cmd in commands:
+            p = partition_for(cmd.aggregate_id, self.config.partitions)
+            if p in self.owned and cmd.command_id not in self.seen:
+                wanted[p].append(cmd.command_id)
+        found: dict[str, Recorded] = {}
+        for p, ids in wanted.items():
+            found |= self.dedup.lookup(p, ids)
+        if not found:
+            return
+        events = self._fetch_events([pos for r in found.values() for pos in r.positions])
+        for i, cmd in enumerate(commands):
+            rec = found.get(cmd.command_id)
+            if rec is None:
+                continue
+            cid = cmd.command_id
+            if rec.accepted:
+                outcomes[i] = Accepted(cid, [events[pos] for pos in rec.positions if pos in events], duplicate=True)
+            else:
+                outcomes[i] = Rejected(cid, rec.code, rec.reason, duplicate=True)
+
+    def _record_outcomes(
+        self,
+        commands: list[Command],
+        recorded: list[int],
+        outcomes: list[Outcome | None],
+        appended: list[tuple[int, list[tuple[Envelope, Event, int]]]],
+        positions: dict[tuple[int, int], tuple[int, int] | KafkaError],
+    ) -> dict[int, list[tuple[str, Recorded, int]]]:
+        """Write the outcome of each new client command to the dedup topic, in this transaction."""
+        if not recorded:
+            return {}
+        now = time.time()
+        event_counts = {i: len(staged) for i, staged in appended}
+        delivered: dict[str, tuple[int, int] | KafkaError] = {}
+        staged_records: list[tuple[str, Recorded, int]] = []
+        for i in recorded:
+            cmd = commands[i]
+            outcome = outcomes[i]
+            if isinstance(outcome, Rejected):
+                rec = Recorded(at=now, code=outcome.code, reason=outcome.reason)
+            else:
+                rec = Recorded(at=now, positions=tuple(positions[(i, j)] for j in range(event_counts[i])))  # type: ignore[misc]
+            p = partition_for(cmd.aggregate_id, self.config.partitions)
+            self.producer.produce(
+                self.dedup_topic, key=cmd.command_id.encode(), value=rec.encode(), partition=p,
+                on_delivery=partial(_record_position, delivered, cmd.command_id),
+            )  # fmt: skip
+            staged_records.append((cmd.command_id, rec, p))
+        self.producer.flush(60)
+        by_partition: dict[int, list[tuple[str, Recorded, int]]] = defaultdict(list)
+        for cid, rec, p in staged_records:
+            where = delivered[cid]
+            if isinstance(where, KafkaError):
+                raise KafkaException(where)
+            by_partition[p].append((cid, rec, where[1]))
+        return by_partition
+
+    def _index_outcomes(self, records: dict[int, list[tuple[str, Recorded, int]]]) -> None:
+        """After the commit: put the recorded outcomes into the local index (a cache of the topic)."""
+        try:
+            for p, rows in records.items():
+                self.dedup.add(p, [(cid, rec) for cid, rec, _ in rows], max(o for _, _, o in rows) + 1)
+        except Exception:
+            # Committed in Kafka all the same: the next lookup catches the index up from the topic.
+            log.exception("%s could not update its dedup index; it will catch up from the topic", self.stage)
+            self.dedup_stale = True
+
+    def _refresh_dedup(self) -> None:
+        consumer = self._consumer()
+        try:
+            self.dedup.catch_up(_read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
+            self.dedup_stale = False
+        finally:
+            consumer.close()
+
+    def _fetch_events(self, wanted: list[tuple[int, int]]) -> dict[tuple[int, int], StoredEvent]:
+        """Read back events by (partition, offset): the original events of a duplicate."""
+        if not wanted:
+            return {}
+        if self.reader is None:
+            self.reader = self._consumer()
+        found: dict[tuple[int, int], StoredEvent] = {}
+        by_partition: dict[int, set[int]] = defaultdict(set)
+        for p, offset in wanted:
+            by_partition[p].add(offset)
+        for p, offsets in by_partition.items():
+            last = max(offsets)
+            for msg in _read_to_end(self.reader, self.events_topic, {p: min(offsets)}):
+                _, offset = position(msg)
+                if offset in offsets:
+                    found[(p, offset)] = self.registry.decode_event(msg.value(), self.events_topic, p, offset)
+                if offset >= last:
+                    self.reader.unassign()
+                    break
+        return found
+
     def _decide(
         self, cmd: Command, pending: dict[str, Entry]
     ) -> tuple[Outcome | None, list[tuple[Envelope, Event, int]]]:
@@ -353,6 +519,9 @@ class Shard:
         p = partition_for(agg_id, self.config.partitions)
         if p not in self.owned:
             return Rejected(cid, "wrong_shard", f"{agg_id} belongs to partition {p}"), []
+        if p in self.broken:
+            reason = f"partition {p} of {self.events_topic} is not served: {self.broken[p]}"
+            return Rejected(cid, "partition_unavailable", reason), []
         entry = pending.get(agg_id) or self.entries.get(agg_id) or Entry(self.aggregate.initial(), 0)
         if cid in entry.recent:
             return Accepted(cid, [], duplicate=True), []
@@ -390,7 +559,8 @@ class Shard:
         """Assign this shard's command partitions at their committed offsets."""
         group = f"{self.config.namespace}-{self.config.service}-shards"
         consumer = Consumer(consumer_config(self.config.kafka, group))
-        consumer.assign([TopicPartition(self.commands_topic, p) for p in sorted(self.owned)])
+        # A broken partition's commands stay in the topic until the partition can be served.
+        consumer.assign([TopicPartition(self.commands_topic, p) for p in sorted(self.owned - set(self.broken))])
         self.command_consumer = consumer
         return consumer
 
@@ -437,7 +607,9 @@ class Shard:
 
     def _maybe_snapshot(self, force: bool = False) -> int:
         due = [
-            p for p in self.owned if self.dirty[p] and (force or self.since_checkpoint[p] >= self.config.snapshot_every)
+            p
+            for p in self.owned - set(self.broken)  # a checkpoint must never paper over a broken log
+            if self.dirty[p] and (force or self.since_checkpoint[p] >= self.config.snapshot_every)
         ]
         if not due:
             return 0
@@ -469,14 +641,16 @@ class Shard:
         return entry.state, entry.version
 
     def close(self) -> None:
-        if self.command_consumer is not None:
-            self.command_consumer.close()
+        for consumer in (self.command_consumer, self.reader):
+            if consumer is not None:
+                consumer.close()
         self.producer.flush(10)
+        self.dedup.close()
 
 
 def _record_position(
-    positions: dict[tuple[int, int], tuple[int, int] | KafkaError],
-    slot: tuple[int, int],
+    positions: dict[Any, tuple[int, int] | KafkaError],
+    slot: object,
     err: KafkaError | None,
     msg: Message,
 ) -> None:
@@ -496,7 +670,7 @@ def _read_to_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> Any:
     todo = set()
     assignment = []
     for p, start in starts.items():
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+        _, high = watermarks(consumer, topic, p)
         if high > start:
             todo.add(p)
             assignment.append(TopicPartition(topic, p, start if start > 0 else OFFSET_BEGINNING))

@@ -1,4 +1,5 @@
-"""The Ray actor that hosts one Shard. Ray restarts it after a crash; __init__ rehydrates."""
+"""The Ray actor that hosts one Shard. Ray restarts it after a crash; a background thread
+rehydrates (retrying while the broker is unreachable), then serves."""
 
 from __future__ import annotations
 
@@ -6,20 +7,25 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import ray
+from confluent_kafka import KafkaException
 
 from actors import aggregate_for
 from actors.outcomes import Outcome
 from actors.shard import Shard, ShardConfig, ShardFenced
-from choreography.runtime import actor_options, tune_gc
+from choreography.errors import ShardUnavailable
+from choreography.runtime import actor_options, exit_soon, start_with_retry, tune_gc
 from events import default_registry
 from events.base import Command, DomainModel
 
 log = logging.getLogger("choreo.shard")
 
 DEADLINE_CHECK_S = 0.25
+SERVE_WAIT_S = 30.0
+"""How long a call waits for a rehydrating shard before answering ShardUnavailable (retriable)."""
 
 
 class ShardActor:
@@ -30,14 +36,58 @@ class ShardActor:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         tune_gc()
         self.config = config
-        self.shard = Shard(config, aggregate_for(config.service, config.deadline_s), default_registry())
+        self.phase = "starting"
+        self.detail = ""
+        self.started_at = time.time()
+        self._shard: Shard | None = None
+        self.serving = threading.Event()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="commands", daemon=True)
+        self.published: Counter[str] = Counter()
+        self.rejections = _rejections_counter()
+        self.thread = threading.Thread(target=self._run, name="commands", daemon=True)
         self.thread.start()
 
+    @property
+    def shard(self) -> Shard:
+        """The serving shard; waits for rehydration, or raises the retriable ShardUnavailable."""
+        if not self.serving.wait(SERVE_WAIT_S) or self._shard is None:
+            raise ShardUnavailable(f"{self.config.transactional_id} is {self.phase}: {self.detail}")
+        return self._shard
+
+    def _run(self) -> None:
+        try:
+            if self._start():
+                self._loop()
+        except Exception:
+            # Crash-only: Ray restarts the actor; it rehydrates and resumes from committed offsets.
+            log.exception("%s failed; exiting", self.config.transactional_id)
+            os._exit(1)
+
+    def _start(self) -> bool:
+        """Fence the predecessor and rehydrate, retrying while the broker is unreachable."""
+        self.phase = "rehydrating"
+        shard = start_with_retry(
+            lambda: Shard(self.config, aggregate_for(self.config.service, self.config.deadline_s), default_registry()),
+            self.config.kafka,
+            self.stopping,
+            self._report,
+            self.config.transactional_id,
+        )
+        if shard is None:
+            return False
+        self._shard = shard
+        self.phase = "degraded" if shard.broken else "serving"
+        self.detail = "; ".join(f"partition {p}: {why}" for p, why in sorted(shard.broken.items()))
+        self.serving.set()
+        return True
+
+    def _report(self, detail: str) -> None:
+        self.detail = detail
+
     def _loop(self) -> None:
-        consumer = self.shard.open_command_stream()
+        shard = self.shard
+        consumer = shard.open_command_stream()
         metadata = consumer.consumer_group_metadata()
         next_check = 0.0
         try:
@@ -45,53 +95,98 @@ class ShardActor:
                 msgs = consumer.consume(num_messages=self.config.batch_max, timeout=self.config.poll_ms / 1000)
                 if msgs:
                     with self.lock:
-                        self.shard.process_messages(msgs, metadata)
+                        shard.process_messages(msgs, metadata)
+                    self._publish_rejections(shard)
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + DEADLINE_CHECK_S
                     with self.lock:
-                        self.shard.fire_deadlines()
-        except ShardFenced:
-            log.error("%s was fenced; this instance stops consuming", self.config.transactional_id)
-        except Exception:
-            # Crash-only: Ray restarts the actor; it rehydrates and resumes from committed offsets.
-            log.exception("%s command loop failed; exiting", self.config.transactional_id)
-            os._exit(1)
+                        shard.fire_deadlines()
+        except ShardFenced as exc:
+            self._restart(exc)
+
+    def _publish_rejections(self, shard: Shard) -> None:
+        for code, count in shard.parked_rejections.items():
+            if count > self.published[code]:
+                self.rejections.inc(count - self.published[code], tags={"service": self.config.service, "code": code})
+                self.published[code] = count
 
     def handle(self, commands: list[Command]) -> list[Outcome]:
+        shard = self.shard
         with self.lock:
-            return self.shard.handle(commands)
+            try:
+                return shard.handle(commands)
+            except (ShardFenced, KafkaException) as exc:
+                raise self._restart(exc) from None
+
+    def _restart(self, exc: Exception) -> ShardUnavailable:
+        """A fatal producer error (fenced, or an epoch lost when the broker restarted mid-transaction)
+        is never a permanent state: exit, and Ray restarts this shard, which fences and rehydrates.
+        A true zombie is never restarted, because Ray already runs its replacement."""
+        self.phase, self.detail = "restarting", str(exc)
+        self.serving.clear()
+        exit_soon(f"{self.config.transactional_id}: {exc}")
+        return ShardUnavailable(f"{self.config.transactional_id} is restarting after a fatal Kafka error: {exc}")
 
     def state(self, aggregate_id: str) -> tuple[DomainModel, int]:
+        shard = self.shard
         with self.lock:
-            return self.shard.state(aggregate_id)
+            return shard.state(aggregate_id)
 
     def dump(self) -> dict[str, tuple[DomainModel, int]]:
         """Every aggregate this shard holds, with its version (for audits and tests)."""
+        shard = self.shard
         with self.lock:
-            return {k: (e.state, e.version) for k, e in self.shard.entries.items()}
+            return {k: (e.state, e.version) for k, e in shard.entries.items()}
 
     def snapshot_now(self) -> int:
+        shard = self.shard
         with self.lock:
-            return self.shard.snapshot_now()
+            return shard.snapshot_now()
 
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=10)
         with self.lock:
-            self.shard.close()
+            if self._shard is not None:
+                self._shard.close()
+
+    def ready(self, timeout: float = 300) -> dict[str, Any]:
+        """Wait until the shard serves (or `timeout` passes), then describe it."""
+        self.serving.wait(timeout)
+        return self.info()
 
     def info(self) -> dict[str, Any]:
-        s = self.shard.stats
-        return {
+        """Phase (starting, rehydrating, serving, degraded) and figures, answered at once."""
+        described: dict[str, Any] = {
             "pid": os.getpid(),
             "transactional_id": self.config.transactional_id,
-            "aggregates": len(self.shard.entries),
-            "rehydrated_events": s.events,
-            "rehydrated_snapshots": s.snapshots,
-            "rehydration_s": s.seconds,
-            "next_offsets": dict(self.shard.next_offset),
+            "phase": self.phase,
+            "detail": self.detail,
         }
+        shard = self._shard
+        if shard is not None:
+            s = shard.stats
+            described |= {
+                "aggregates": len(shard.entries),
+                "rehydrated_events": s.events,
+                "rehydrated_snapshots": s.snapshots,
+                "rehydration_s": s.seconds,
+                "next_offsets": dict(shard.next_offset),
+                "broken": dict(shard.broken),
+                "rejected": dict(shard.parked_rejections),
+            }
+        return described
+
+
+def _rejections_counter() -> Any:
+    from ray.util.metrics import Counter as RayCounter
+
+    return RayCounter(
+        "choreo_parked_rejections",
+        description="Commands from a command topic that a shard rejected and dead-lettered",
+        tag_keys=("service", "code"),
+    )
 
 
 RemoteShardActor = ray.remote(ShardActor)

@@ -35,6 +35,8 @@ class ShipmentState(DomainModel):
 class ShipmentAggregate:
     aggregate_type = SHIPPING
     state_type = ShipmentState
+    benign_rejections: frozenset[str] = frozenset()
+    """None: late and repeated answers from other services decide to no events, not to a rejection."""
 
     def initial(self) -> ShipmentState:
         return ShipmentState()

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ray.init(include_dashboard=False, log_to_driver=False)
     actor = spawn_shard(config, name="bench-shard")
-    ray.get(actor.info.remote())
+    ray.get(actor.ready.remote())
     probe = CancelOrder(order_id="bench-0")
     killed = time.perf_counter()
     ray.kill(actor, no_restart=False)

@@ -54,6 +54,9 @@ class ServiceSpec(Strict):
     """Ray actors running this service's policies (0: the service reacts to nothing)."""
     deadline_s: float | None = Field(default=None, gt=0)
     """Orders only: cancel and compensate an order not confirmed within this many seconds."""
+    dedup_window_s: float = Field(default=86_400.0, gt=0)
+    """How long a client command id is remembered: a resubmit within it returns the original
+    outcome. The `<service>-dedup` topic must retain at least this long."""
 
 
 class ProjectionSpec(Strict):
@@ -79,19 +82,30 @@ class Settings(Strict):
     namespace: str = Field(default="choreo", pattern=r"^[A-Za-z0-9_-]+$")
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     """Prepended to every topic name; lets several deployments (or test runs) share a broker."""
+    state_dir: str = ".choreo/state"
+    """Local directory for the shards' dedup indexes (caches of the dedup topics)."""
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         names = {t.name: t for t in self.topics}
-        for service in self.services:
+        for service, spec in self.services.items():
             if service not in SERVICES:
                 raise ValueError(f"services.{service}: unknown service; known: {', '.join(SERVICES)}")
-            for kind in ("commands", "events", "snapshots"):
+            for kind in ("commands", "events", "snapshots", "dedup"):
                 if f"{service}-{kind}" not in names:
                     raise ValueError(f"services.{service}: topic '{service}-{kind}' is not declared")
-            events, snaps = names[f"{service}-events"], names[f"{service}-snapshots"]
-            if events.partitions != snaps.partitions:
-                raise ValueError(f"services.{service}: {snaps.name} must have as many partitions as {events.name}")
+            events = names[f"{service}-events"]
+            for kind in ("snapshots", "dedup"):
+                other = names[f"{service}-{kind}"]
+                if events.partitions != other.partitions:
+                    raise ValueError(f"services.{service}: {other.name} must have as many partitions as {events.name}")
+            retention = int(names[f"{service}-dedup"].config.get("retention.ms", "-1"))
+            window_ms = spec.dedup_window_s * 1000
+            if 0 <= retention < window_ms:
+                raise ValueError(
+                    f"services.{service}.dedup_window_s: {spec.dedup_window_s:g}s is longer than the retention of "
+                    f"{service}-dedup ({retention} ms)"
+                )
         for name, proj in self.projections.items():
             for topic in proj.topics:
                 if topic not in names:
@@ -144,7 +158,12 @@ def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source
         settings = Settings.model_validate(_stringify_topic_configs(data))
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid metadata: {_prefixed(exc)}") from None
-    return settings.model_copy(update={"clickhouse": ClickHouseSettings(dsn=resolve_dsn(settings.clickhouse.dsn))})
+    return settings.model_copy(
+        update={
+            "clickhouse": ClickHouseSettings(dsn=resolve_dsn(settings.clickhouse.dsn)),
+            "state_dir": str(Path(settings.state_dir).expanduser().resolve()),
+        }
+    )
 
 
 def resolve_dsn(dsn: str) -> str:

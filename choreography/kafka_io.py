@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,38 @@ def data_messages(msgs: list[Message]) -> Iterator[Message]:
             raise KafkaException(err)
 
 
+TRANSIENT_CODES = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
+
+
+def is_transient(err: KafkaError) -> bool:
+    """An error that goes away once a leader is elected or a broker is back."""
+    return bool(err.retriable()) or err.code() in TRANSIENT_CODES
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float = 30) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying the retriable errors of a partition whose
+    leader is still being elected (a new topic, a broker that just restarted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            return low, high
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and is_transient(err)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def end_offsets(consumer: Consumer, topics: list[str], timeout: float = 30) -> dict[tuple[str, int], int]:
     """The high watermark of every partition of `topics`."""
     ends = {}
@@ -62,7 +95,7 @@ def end_offsets(consumer: Consumer, topics: list[str], timeout: float = 30) -> d
         if meta.error is not None:
             raise KafkaException(meta.error)
         for p in meta.partitions:
-            ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            ends[(topic, p)] = watermarks(consumer, topic, p, timeout)[1]
     return ends
 
 

@@ -16,7 +16,7 @@ from actors.shard import position
 from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from choreography.kafka_io import consumer_config, data_messages, producer_config
 from choreography.policies import WIRING, run_policies, source_services
-from choreography.runtime import actor_options, tune_gc
+from choreography.runtime import actor_options, start_with_retry, tune_gc
 from choreography.topics import commands_topic, dlq_topic, events_topic, partition_for
 from events import default_registry
 from events.base import Command
@@ -121,27 +121,42 @@ class PolicyRunner:
 
 
 class PolicyRunnerActor:
+    """Runs a PolicyRunner in a background thread. Its start retries while the broker is
+    unreachable; any error after that exits the process, and Ray restarts it (crash-only)."""
+
     def __init__(self, config: RunnerConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         tune_gc()
-        self.runner = PolicyRunner(config)
+        self.config = config
+        self.runner: PolicyRunner | None = None
+        self.detail = ""
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="policies", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
+        name = f"policy {self.config.service}-{self.config.index}"
         try:
-            while not self.stopping.is_set():
+            self.runner = start_with_retry(
+                lambda: PolicyRunner(self.config), self.config.kafka, self.stopping, self._report, name
+            )
+            while self.runner is not None and not self.stopping.is_set():
                 self.runner.poll()
         except Exception:
             # Crash-only: Ray restarts the actor, which resumes from its committed offsets.
-            log.exception("%s failed; exiting", self.runner.stage)
+            log.exception("%s failed; exiting", name)
             os._exit(1)
+
+    def _report(self, detail: str) -> None:
+        self.detail = detail
 
     def info(self) -> dict[str, Any]:
         r = self.runner
+        if r is None:
+            return {"pid": os.getpid(), "phase": "starting", "detail": self.detail}
         return {
             "pid": os.getpid(),
+            "phase": "running",
             "events": r.events,
             "commands": r.commands,
             "dead_letters": r.dead_letters,
@@ -150,7 +165,8 @@ class PolicyRunnerActor:
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=10)
-        self.runner.close()
+        if self.runner is not None:
+            self.runner.close()
 
 
 RemotePolicyRunner = ray.remote(PolicyRunnerActor)

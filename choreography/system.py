@@ -48,6 +48,8 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
         batch_max=spec.batch_max,
         poll_ms=spec.poll_ms,
         deadline_s=spec.deadline_s,
+        dedup_window_s=spec.dedup_window_s,
+        state_dir=settings.state_dir,
     )
 
 
@@ -118,6 +120,9 @@ class System:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 300) -> None:
+        """Wait until every actor is up and every shard has rehydrated and serves."""
+        shards = [a for actors in self.shards.values() for a in actors]
+        ray.get([a.ready.remote(timeout) for a in shards], timeout=timeout)
         ray.get([a.__ray_ready__.remote() for a in self.actors()], timeout=timeout)
 
     def _hosts(self) -> list[Any]:
@@ -171,25 +176,35 @@ class System:
             actors = self.shards[cmd.target]
             idx = shard_for(cmd.aggregate_id, len(actors), self.settings.partitions(cmd.target))
             groups[(cmd.target, idx)].append(i)
-        calls: list[tuple[list[int], Any]] = []
+        calls: list[tuple[list[int], str, int]] = []
         for (service, idx), members in groups.items():
             step = self.settings.services[service].batch_max
-            for start in range(0, len(members), step):
-                chunk = members[start : start + step]
-                ref = self.shards[service][idx].handle.remote([commands[i] for i in chunk])
-                calls.append((chunk, ref))
+            calls += [(members[start : start + step], service, idx) for start in range(0, len(members), step)]
         results: list[Outcome | None] = [None] * len(commands)
         deadline = time.monotonic() + timeout
-        for chunk, ref in calls:
-            try:
-                outcomes = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
-            except (GetTimeoutError, RayActorError) as exc:
-                raise ShardUnavailable(
-                    f"no answer from a shard within {timeout:.0f}s ({type(exc).__name__}); "
-                    "resubmit the same commands: they are deduplicated by command id"
-                ) from exc
-            for i, outcome in zip(chunk, outcomes, strict=True):
-                results[i] = outcome
+        while calls:
+            refs = [
+                self.shards[service][idx].handle.remote([commands[i] for i in chunk]) for chunk, service, idx in calls
+            ]
+            retry: list[tuple[list[int], str, int]] = []
+            for call, ref in zip(calls, refs, strict=True):
+                try:
+                    outcomes = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                except ShardUnavailable as exc:  # rehydrating, or its broker is unreachable: retried
+                    if time.monotonic() >= deadline:
+                        raise ShardUnavailable(f"{exc}; resubmit the same commands: they are deduplicated") from None
+                    retry.append(call)
+                    continue
+                except (GetTimeoutError, RayActorError) as exc:
+                    raise ShardUnavailable(
+                        f"no answer from a shard within {timeout:.0f}s ({type(exc).__name__}); "
+                        "resubmit the same commands: they are deduplicated by command id"
+                    ) from exc
+                for i, outcome in zip(call[0], outcomes, strict=True):
+                    results[i] = outcome
+            if retry:
+                time.sleep(0.2)
+            calls = retry
         return [r for r in results if r is not None]
 
     # ---- the write side's reads ----------------------------------------------------

@@ -26,6 +26,10 @@ def snapshots_topic(service: str, prefix: str = "") -> str:
     return f"{prefix}{service}-snapshots"
 
 
+def dedup_topic(service: str, prefix: str = "") -> str:
+    return f"{prefix}{service}-dedup"
+
+
 DLQ_TOPIC = "choreo-dead-letters"
 
 

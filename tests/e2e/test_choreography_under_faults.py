@@ -1,4 +1,5 @@
-"""5,000 orders through the whole choreography while shards and policy runners are killed.
+"""5,000 orders through the whole choreography while shards and policy runners are killed, then
+every command resubmitted after all shards were killed.
 
 When the run settles every invariant of the reference domain must hold, checked from the event
 log alone: one terminal state per order, stock never negative and conserved, money captured -
@@ -65,13 +66,17 @@ def test_five_thousand_orders_survive_random_kills(make_settings, start_system) 
     rng = random.Random(20261126)
     run = uuid.uuid4().hex[:6]
 
-    stock = [AddStock(sku=s, quantity=100_000) for s in PLENTY] + [AddStock(sku=s, quantity=SCARCE_UNITS) for s in SCARCE]
+    stock = [AddStock(sku=s, quantity=100_000) for s in PLENTY] + [
+        AddStock(sku=s, quantity=SCARCE_UNITS) for s in SCARCE
+    ]
     assert all(o.ok for o in system.submit_many(stock))
     places, cancels = build_orders(run, rng)
     cancel_after = {c.order_id: c for c in cancels}
 
     started = time.perf_counter()
     errors: list[BaseException] = []
+
+    first_outcomes: dict[str, Any] = {}
 
     def drive() -> None:
         try:
@@ -80,12 +85,18 @@ def test_five_thousand_orders_survive_random_kills(make_settings, start_system) 
                 outcomes = system.submit_many(batch, timeout=300)
                 assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:3]
                 late = [cancel_after[p.order_id] for p in batch if p.order_id in cancel_after]
-                system.submit_many(late, timeout=300)  # some are rightly refused: already shipping
+                outcomes += system.submit_many(late, timeout=300)  # some are rightly refused: already shipping
+                first_outcomes.update((o.command_id, o) for o in outcomes)
         except BaseException as exc:  # surfaced by the main thread
             errors.append(exc)
 
-    victims = [*system.shards["order"], *system.shards["inventory"], *system.shards["payment"],
-               *system.shards["shipping"], *[r for rs in system.policy_runners.values() for r in rs]]
+    victims = [
+        *system.shards["order"],
+        *system.shards["inventory"],
+        *system.shards["payment"],
+        *system.shards["shipping"],
+        *[r for rs in system.policy_runners.values() for r in rs],
+    ]
     driver = threading.Thread(target=drive)
     driver.start()
     kills = 0
@@ -130,3 +141,19 @@ def test_five_thousand_orders_survive_random_kills(make_settings, start_system) 
     # Shard memory agrees with the log.
     states = order_states(system)
     assert all(states[p.order_id][0].terminal for p in places)
+
+    # Resubmit everything after every shard was killed: each command has had its one effect, and
+    # its caller gets the original outcome back, marked as a duplicate.
+    shards = [a for actors in system.shards.values() for a in actors]
+    for shard in shards:
+        ray.kill(shard, no_restart=False)
+    every: list[Command] = [*stock, *places, *cancels]
+    again = system.submit_many(every, timeout=600)
+    assert all(o.duplicate for o in again), [o for o in again if not o.duplicate][:3]
+    for o in again[len(stock) :]:
+        first = first_outcomes[o.command_id]
+        assert (o.ok, getattr(o, "code", None)) == (first.ok, getattr(first, "code", None))
+        if o.ok and first.events:
+            assert [e.envelope.event_id for e in o.events] == [e.envelope.event_id for e in first.events]
+    after = [e for svc in ("order", "inventory", "payment", "shipping") for e in read_log(settings, f"{svc}-events")]
+    assert len(after) == len(log), "a resubmitted command took effect again"

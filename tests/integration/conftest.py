@@ -28,9 +28,7 @@ BOOTSTRAP = os.environ.get("CHOREO_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     try:
-        brokers = (
-            AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 0}).list_topics(timeout=10).brokers
-        )
+        brokers = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 0}).list_topics(timeout=10).brokers
     except Exception as exc:
         pytest.fail(f"no Kafka broker at {BOOTSTRAP} ({exc}); run `choreo kafka start`", pytrace=False)
     assert brokers, f"no Kafka broker at {BOOTSTRAP}"
@@ -57,6 +55,7 @@ def make_settings(kafka_bootstrap: str, tmp_path: Path) -> SettingsFactory:
         metadata["topic_prefix"] = f"t{run}-"
         metadata["kafka"] = {"bootstrap_servers": kafka_bootstrap}
         metadata["clickhouse"] = {"dsn": f"chdb://{tmp_path / 'clickhouse'}"}
+        metadata["state_dir"] = str(tmp_path / "state")
         for topic in metadata["topics"]:
             if not topic["name"].startswith("choreo-"):
                 topic["partitions"] = partitions
@@ -84,7 +83,5 @@ def start_system(ray_runtime: None) -> Iterator[Callable[..., System]]:
 def read_log(settings: Settings, topic: str, skip_undecodable: bool = False) -> list[StoredEvent]:
     """Every committed event of a topic, decoded, straight from Kafka."""
     return list(
-        read_topic(
-            settings.kafka.client_config(), settings.topic_name(topic), skip_undecodable=skip_undecodable
-        )
+        read_topic(settings.kafka.client_config(), settings.topic_name(topic), skip_undecodable=skip_undecodable)
     )

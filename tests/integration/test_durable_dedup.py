@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from actors import aggregate_for
 from actors.outcomes import Accepted, Rejected
 from actors.shard import Shard
@@ -25,7 +23,6 @@ def _shard(settings: Settings, service: str) -> Shard:
     return Shard(shard_config(settings, service, 0), aggregate_for(service), default_registry())
 
 
-@pytest.mark.xfail(strict=True, reason="defect: dedup forgets past a snapshot, 16 other commands or a restart")
 def test_resubmits_after_restarts_snapshots_and_many_commands_have_one_effect(make_settings) -> None:
     settings = make_settings(shards=1, partitions=2, snapshot_every=5)
     services = {

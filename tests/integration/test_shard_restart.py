@@ -75,7 +75,7 @@ def test_killed_shard_rehydrates_and_applies_each_command_exactly_once(make_sett
     driver.join(timeout=300)
     assert not driver.is_alive()
 
-    info = ray.get(victim.info.remote())
+    info = ray.get(victim.ready.remote())
     assert info["pid"] != old_pid, "the shard actor was not restarted"
     assert info["rehydrated_events"] + info["rehydrated_snapshots"] > 0
 

@@ -7,8 +7,8 @@ import uuid
 import pytest
 import ray
 
-from actors.shard import ShardFenced
-from actors.shard_actor import spawn_shard
+from actors.shard_actor import RemoteShardActor, spawn_shard
+from choreography.errors import ShardUnavailable
 from choreography.system import shard_config
 from choreography.topics import ensure_topics, shard_for
 from events.orders import OrderLine, PlaceOrder
@@ -23,15 +23,16 @@ def test_successor_fences_the_zombie(make_settings, ray_runtime) -> None:
     ids = [f"{run}-{i}" for i in range(200) if shard_for(f"{run}-{i}", 2, 4) == 0]
     line = (OrderLine(sku="A", quantity=1, unit_price_cents=1),)
 
-    zombie = spawn_shard(config, name=f"zombie-{run}")
+    # A true zombie is never restarted: Ray already runs its replacement.
+    zombie = RemoteShardActor.options(name=f"zombie-{run}", num_cpus=0, max_restarts=0).remote(config)
     first = ray.get(zombie.handle.remote([PlaceOrder(order_id=ids[0], customer_id="c", lines=line)]))
     assert first[0].ok
 
     successor = spawn_shard(config, name=f"successor-{run}")
-    assert ray.get(successor.info.remote())["aggregates"] == 1  # it rehydrated the zombie's write
+    assert ray.get(successor.ready.remote())["aggregates"] == 1  # it rehydrated the zombie's write
 
     late = PlaceOrder(order_id=ids[1], customer_id="c", lines=line)
-    with pytest.raises(ShardFenced, match="fenced"):
+    with pytest.raises(ShardUnavailable, match="fenced"):
         ray.get(zombie.handle.remote([late]))
 
     ok = ray.get(successor.handle.remote([PlaceOrder(order_id=ids[2], customer_id="c", lines=line)]))
