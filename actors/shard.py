@@ -128,6 +128,8 @@ class Batch:
     letters: list[DeadLetter] = field(default_factory=list)
     client: bool = False
     """Commands from clients: their outcomes are recorded for the dedup window."""
+    marks: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    """(topic, key, value) records committed in the same transaction, e.g. redrive done marks."""
 
 
 @dataclass
@@ -582,6 +584,11 @@ class Shard:
             return []
         offsets = [TopicPartition(self.commands_topic, p, o) for p, o in next_offsets.items()]
         return self._transact(Batch(commands, sources, offsets, group_metadata, letters))
+
+    def redrive(self, command: Command, source: Any, marks: list[tuple[str, bytes, bytes]]) -> Outcome:
+        """Decide a parked command-topic command afresh, as of now, in one transaction with its
+        done marks; a rejection is dead-lettered again (from `source`, a Message-like)."""
+        return self._transact(Batch([command], sources=[source], marks=marks))[0]
 
     def due_commands(self, now: datetime | None = None) -> list[Command]:
         """Commands for aggregates whose deadline has passed (e.g. ExpireOrder)."""

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 from actors import aggregate_for
 from actors.outcomes import Outcome
 from actors.shard import Shard, ShardConfig, ShardFenced
+from choreography.dlq import DeadLetter, LetterMessage
 from choreography.errors import ShardUnavailable
 from choreography.runtime import actor_options, exit_soon, start_with_retry, tune_gc
 from events import default_registry
@@ -138,6 +139,14 @@ class ShardActor:
         shard = self.shard
         with self.lock:
             return {k: (e.state, e.version) for k, e in shard.entries.items()}
+
+    def redrive(self, command: Command, letter: DeadLetter, marks: list[tuple[str, bytes, bytes]]) -> Outcome:
+        """Decide a parked command afresh through the normal transaction path (see `Shard.redrive`)."""
+        shard = self.shard
+        with self.lock:
+            outcome = shard.redrive(command, LetterMessage(letter), marks)
+        self._publish_rejections(shard)
+        return outcome
 
     def snapshot_now(self) -> int:
         shard = self.shard

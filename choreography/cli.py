@@ -748,39 +748,81 @@ dlq_app = typer.Typer(help="Inspect and redrive dead letters.", no_args_is_help=
 app.add_typer(dlq_app, name="dlq")
 
 
+STAGE_HELP = "Only letters of this stage: policy, shard, projection, or e.g. 'projection orders' (repeatable)."
+
+
 @dlq_app.command("list")
 def dlq_list(config: ConfigOpt = None) -> None:
-    """List dead letters: where each came from, who gave up on it and why."""
+    """List dead letters: where each came from, who gave up on it and why, and whether a redrive
+    has dealt with it (`done`)."""
     from choreography.dlq import read_dead_letters
+    from choreography.redrive import done_marks
 
     settings = _settings(config)
     letters = read_dead_letters(settings.kafka.client_config(), settings.topic_name(DLQ_TOPIC))
+    marks = done_marks(settings)
     _print_table(
-        f"{len(letters)} dead letters",
-        ["dlq offset", "source", "stage", "error"],
-        [(lt.dlq_offset, f"{lt.source_topic}[{lt.partition}]@{lt.offset}", lt.stage, lt.error) for lt in letters],
-    )
+        f"{len(letters)} dead letters, {sum(lt.letter_id in marks for lt in letters)} done",
+        ["dlq offset", "source", "stage", "error", "done"],
+        [
+            (lt.dlq_offset, f"{lt.source_topic}[{lt.partition}]@{lt.offset}", lt.stage, lt.error,
+             marks[lt.letter_id].get("result", "yes") if lt.letter_id in marks else "")
+            for lt in letters
+        ],
+    )  # fmt: skip
 
 
 @dlq_app.command("redrive")
 def dlq_redrive(
     offsets: Annotated[list[int] | None, typer.Argument(help="DLQ offsets to redrive (see `choreo dlq list`).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Redrive every dead letter.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Redrive every dead letter not done yet.")] = False,
+    offset: Annotated[
+        list[int] | None, typer.Option("--offset", "-o", help="A DLQ offset to redrive (repeatable).")
+    ] = None,
+    stage: Annotated[list[str] | None, typer.Option("--stage", "-s", help=STAGE_HELP)] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Send dead letters back to their source topic and partition, once the cause is fixed."""
-    from choreography.dlq import read_dead_letters, redrive
+    """Run the stage that gave up on each dead letter again, on the parked message, decided
+    afresh as of now (fix the cause first). Nothing is appended to an event store topic.
 
-    if not offsets and not all_:
-        raise ValueError("name the DLQ offsets to redrive, or pass --all")
+    policy: the event goes through the service's policies and their commands are produced.
+    shard: the command is decided by the shard that owns its aggregate.
+    projection: the event's rows go into each table that does not hold its position yet.
+
+    Each letter gets a done mark in the same transaction, and done letters are skipped, so a
+    second redrive has no effect. A message that fails again is dead-lettered again with the new
+    error and its old letter is marked done. Needs Ray: shards and projection hosts of a running
+    deployment are used, missing ones are started for the redrive and stopped afterwards."""
+    from choreography.dlq import read_dead_letters
+    from choreography.redrive import Deployment, Redriver, redriven_topic, select
+
     settings = _settings(config)
+    redriven_topic(settings)
     letters = read_dead_letters(settings.kafka.client_config(), settings.topic_name(DLQ_TOPIC))
-    chosen = letters if all_ else [lt for lt in letters if lt.dlq_offset in set(offsets or [])]
-    missing = set(offsets or []) - {lt.dlq_offset for lt in chosen}
-    if missing:
-        raise ValueError(f"no dead letters at offsets {sorted(missing)}")
-    sent = redrive(settings.kafka.client_config(), chosen)
-    console.print(f"Redrove {sent} dead letters to their source topics.")
+    chosen = select(letters, all_=all_, offsets=[*(offsets or []), *(offset or [])], stages=stage or [])
+    if not chosen:
+        console.print("No dead letters to redrive.")
+        return
+    if not _connect_ray(settings):
+        _start_ray(settings)
+    deployment = Deployment(settings)
+    redriver = Redriver(settings, deployment.shard, deployment.host)
+    try:
+        with console.status(f"Redriving {len(chosen)} dead letters..."):
+            results = redriver.run(chosen)
+    finally:
+        redriver.close()
+        deployment.close()
+    _print_table(
+        "Redrive",
+        ["dlq offset", "source", "stage", "result", "what happened"],
+        [(r.letter.dlq_offset, f"{r.letter.source_topic}[{r.letter.partition}]@{r.letter.offset}", r.letter.stage,
+          r.result, r.detail) for r in results],
+    )  # fmt: skip
+    counts = {k: sum(r.result == k for r in results) for k in ("done", "parked again", "skipped", "failed")}
+    console.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,22 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
     at: float = 0.0
     dlq_offset: int = -1
+    dlq_partition: int = 0
+
+    @property
+    def letter_id(self) -> str:
+        """The letter's identity in the dead-letter topic: `<dlq partition>:<dlq offset>`."""
+        return f"{self.dlq_partition}:{self.dlq_offset}"
+
+    @property
+    def kind(self) -> str:
+        """The stage's kind: `policy`, `shard` or `projection`."""
+        return self.stage.split(" ", 1)[0]
+
+    @property
+    def stage_target(self) -> str:
+        """What follows the kind in the stage: `inventory-0`, `choreo-order-shard-1`, `orders`."""
+        return self.stage.split(" ", 1)[1] if " " in self.stage else ""
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -42,12 +58,13 @@ class DeadLetter:
         ).encode()
 
     @classmethod
-    def decode(cls, raw: bytes, dlq_offset: int) -> DeadLetter:
+    def decode(cls, raw: bytes, dlq_offset: int, dlq_partition: int = 0) -> DeadLetter:
         d = json.loads(raw)
         return cls(
             source_topic=d["source_topic"], partition=d["partition"], offset=d["offset"],
             stage=d["stage"], error=d["error"], key=_unb64(d["key"]), value=_unb64(d["value"]),
             headers=[(k, _unb64(v) or b"") for k, v in d["headers"]], at=d["at"], dlq_offset=dlq_offset,
+            dlq_partition=dlq_partition,
         )  # fmt: skip
 
 
@@ -103,21 +120,35 @@ def read_dead_letters(kafka: dict[str, str], topic: str, start: int = 0) -> list
                     if err.code() == KafkaError._PARTITION_EOF:
                         todo.discard(msg.partition() or 0)
                     continue
-                letters.append(DeadLetter.decode(msg.value() or b"{}", msg.offset() or 0))
+                letters.append(DeadLetter.decode(msg.value() or b"{}", msg.offset() or 0, msg.partition() or 0))
         return letters
     finally:
         consumer.close()
 
 
-def redrive(kafka: dict[str, str], letters: list[DeadLetter]) -> int:
-    """Send dead letters back to their source topic and partition, unchanged."""
-    producer = Producer({**kafka, "enable.idempotence": True, "log_level": 3})
-    for letter in letters:
-        producer.produce(
-            letter.source_topic, key=letter.key, value=letter.value, partition=letter.partition,
-            headers=list[tuple[str, str | bytes | None]](letter.headers),
-        )  # fmt: skip
-    remaining = producer.flush(30)
-    if remaining:
-        raise RuntimeError(f"{remaining} dead letters were not redriven")
-    return len(letters)
+class LetterMessage:
+    """A parked message seen as the consumed message it was (for stages that take a Message)."""
+
+    def __init__(self, letter: DeadLetter) -> None:
+        self.letter = letter
+
+    def topic(self) -> str:
+        return self.letter.source_topic
+
+    def partition(self) -> int:
+        return self.letter.partition
+
+    def offset(self) -> int:
+        return self.letter.offset
+
+    def key(self) -> bytes | None:
+        return self.letter.key
+
+    def value(self) -> bytes | None:
+        return self.letter.value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return list(self.letter.headers)
+
+    def error(self) -> None:
+        return None

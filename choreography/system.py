@@ -24,6 +24,7 @@ from choreography.errors import CommandRejected, ProjectionTimeout, QueryError, 
 from choreography.eventlog import read_topic
 from choreography.lag import LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, spawn_policy_runner
+from choreography.redrive import Redriven
 from choreography.topics import DLQ_TOPIC, ensure_topics, events_topic, partition_for, shard_for
 from events import default_registry
 from events.base import Command, DomainModel, StoredEvent
@@ -318,6 +319,20 @@ class System:
 
     def dead_letters(self) -> list[DeadLetter]:
         return read_dead_letters(self.settings.kafka.client_config(), self.settings.topic_name(DLQ_TOPIC))
+
+    def redrive(
+        self, letters: Sequence[DeadLetter] | None = None, *, stages: Sequence[str] = ()
+    ) -> list[Redriven]:
+        """Run the failed stage again on dead letters (all by default), decided afresh; letters
+        redriven before are skipped (see choreography/redrive.py)."""
+        from choreography.redrive import Redriver, select
+
+        chosen = select(self.dead_letters() if letters is None else letters, all_=True, stages=stages)
+        redriver = Redriver(self.settings, self.shard, self._host)
+        try:
+            return redriver.run(chosen)
+        finally:
+            redriver.close()
 
     def lag(self) -> list[LagRow]:
         return consumer_lag(self.settings)

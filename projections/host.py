@@ -199,6 +199,41 @@ class ProjectionHost:
             fresh.start()
             self.rebuilds[name] = fresh
 
+    def redrive(self, name: str, topic: str, partition: int, offset: int, value: bytes | None) -> dict[str, Any]:
+        """Project one parked event again, below the resume point: each table gets its rows only
+        if none of its rows holds the event's (topic, partition, offset). Returns the tables
+        `inserted` into, those that held it already (`present`), and the `error` if it fails again."""
+        projection = projection_for(name)
+        inserted: list[str] = []
+        present: list[str] = []
+        with self.lock:
+            runner = self.runners.get(name)
+            upto = runner.positions().get((topic, partition)) if runner is not None else None
+            if upto is not None and offset >= upto:
+                # Not consumed yet: the runner will store it itself; inserting now would duplicate.
+                return {"inserted": [], "present": [], "error": None, "pending": f"the projection is at offset {upto}"}
+            try:
+                event = self.registry.decode_event(value, topic, partition, offset)
+                rows_by_table = projection.project([event], self.sink.rows)
+                for table in projection.tables:
+                    rows = rows_by_table.get(table.name, [])
+                    if not rows:
+                        continue
+                    held = self.sink.rows(
+                        f"SELECT count() FROM {table.name} WHERE _topic = %(t)s AND _partition = %(p)s "
+                        "AND _offset = %(o)s",
+                        {"t": topic, "p": partition, "o": offset},
+                    )[0][0]
+                    if held:
+                        present.append(table.name)
+                        continue
+                    self.sink.insert(table, rows)
+                    inserted.append(table.name)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"[:4000]
+                return {"inserted": inserted, "present": present, "error": error, "pending": None}
+        return {"inserted": inserted, "present": present, "error": None, "pending": None}
+
     def pid(self) -> int:
         return os.getpid()
 

@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import pytest
+import ray
 import yaml
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
@@ -16,7 +16,9 @@ from choreography.cli import main
 from choreography.config import Settings
 from choreography.dlq import dead_letter_from, send_dead_letter
 from choreography.invariants import audit
+from choreography.topics import partition_for
 from events import AddStock, OrderLine, PlaceOrder, default_registry
+from events.inventory import ReserveStock, ShipStock
 
 from .conftest import read_log
 
@@ -89,7 +91,6 @@ def wait_until(check, timeout: float = 30, what: str = "condition"):
         time.sleep(0.3)
 
 
-@pytest.mark.xfail(strict=True, reason="redrive re-produces the parked event into the event store")
 def test_redriving_a_policy_letter_produces_its_commands_once(make_settings, start_system, tmp_path) -> None:
     settings = make_settings(shards=1, partitions=2)
     # No policy runners: the parked event is redriven, not consumed by a running policy.
@@ -120,3 +121,104 @@ def test_redriving_a_policy_letter_produces_its_commands_once(make_settings, sta
     after = event_counts(settings)
     assert after["order-events"] == before["order-events"], "redrive appended to the event store"
     assert_store_sound(settings)
+
+
+def test_redriving_a_rejected_command_decides_it_afresh_once(make_settings, start_system, tmp_path, capsys) -> None:
+    settings = make_settings(shards=1, partitions=2)
+    system = start_system(settings, policies=False, projections=False)
+    run = uuid.uuid4().hex[:6]
+    sku, order_id = f"{run}-sku", f"{run}-o"
+    registry = default_registry()
+    ship = ShipStock(sku=sku, order_id=order_id, command_id=f"{run}-ship")
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    producer.produce(settings.topic_name("inventory-commands"), key=sku.encode(), value=registry.encode_command(ship),
+                     partition=partition_for(sku, 2))  # fmt: skip
+    assert producer.flush(10) == 0
+    letters = wait_until(lambda: system.dead_letters(), what="the rejected ShipStock to be parked")
+    assert "not_reserved" in letters[0].error
+    assert letters[0].stage.startswith("shard ")
+
+    # The cause goes away: stock arrives and the order's reservation is made the normal way.
+    system.submit_many([AddStock(sku=sku, quantity=10)])
+    system.submit(ReserveStock(sku=sku, order_id=order_id, quantity=2, command_id=f"{run}-reserve"))
+    before = event_counts(settings)
+    config = cluster_file(settings, tmp_path)
+
+    cli("dlq", "redrive", "--all", "--config", str(config))
+    out = capsys.readouterr().out
+    assert "1 done, 0 parked again" in out
+    state, _ = system.state("inventory", sku)
+    assert (state.shipped, state.reserved_total) == (2, 0)
+    cli("dlq", "redrive", "--all", "--config", str(config))
+    assert "1 skipped" in capsys.readouterr().out
+    state, _ = system.state("inventory", sku)
+    assert (state.shipped, state.reserved_total) == (2, 0)
+
+    after = event_counts(settings)
+    assert after == {**before, "inventory-events": before["inventory-events"] + 1}, "one StockShipped, nothing else"
+    values = {letter.value for letter in letters}
+    assert not any(m.value() in values for t in EVENT_TOPICS for m in raw_messages(settings, t))
+    assert_store_sound(settings)
+    cli("dlq", "list", "--config", str(config))
+    assert "1 done" in capsys.readouterr().out
+
+
+def test_a_command_that_fails_again_is_parked_again_and_its_letter_done(make_settings, start_system, tmp_path) -> None:
+    settings = make_settings(shards=1, partitions=2)
+    system = start_system(settings, policies=False, projections=False)
+    run = uuid.uuid4().hex[:6]
+    sku = f"{run}-sku"
+    ship = ShipStock(sku=sku, order_id=f"{run}-o", command_id=f"{run}-ship")
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    producer.produce(settings.topic_name("inventory-commands"), key=sku.encode(),
+                     value=default_registry().encode_command(ship), partition=partition_for(sku, 2))  # fmt: skip
+    assert producer.flush(10) == 0
+    first = wait_until(lambda: system.dead_letters(), what="the rejected ShipStock to be parked")[0]
+
+    [result] = system.redrive()
+    assert result.result == "parked again" and "not_reserved" in result.detail
+    letters = system.dead_letters()
+    assert len(letters) == 2 and letters[1].stage == first.stage and letters[1].offset == first.offset
+    results = system.redrive()
+    assert [r.result for r in results] == ["skipped", "parked again"]
+    assert event_counts(settings)["inventory-events"] == 0
+    assert_store_sound(settings)
+
+
+def test_redriving_a_projection_letter_inserts_only_absent_rows(make_settings, start_system, tmp_path) -> None:
+    # events_raw reads order events only here: an inventory event is absent from it, as a parked one is.
+    settings = make_settings(shards=1, partitions=2)
+    projections = {**settings.projections, "events_raw": settings.projections["events_raw"].model_copy(
+        update={"topics": ["order-events"]})}  # fmt: skip
+    settings = settings.model_copy(update={"projections": projections})
+    system = start_system(settings, policies=False, metrics=False)
+    run = uuid.uuid4().hex[:6]
+    sku = f"{run}-sku"
+    [added] = system.submit(AddStock(sku=sku, quantity=5))
+    events_in = [m for m in raw_messages(settings, "inventory-events") if m.key() == sku.encode()]
+    inject_letter(settings, events_in[0], "projection events_raw", "ClickHouseError: refused, since fixed")
+    placed = system.submit(PlaceOrder(order_id=f"{run}-o", customer_id="c",
+                                      lines=(OrderLine(sku=sku, quantity=1, unit_price_cents=100),)))  # fmt: skip
+    system.wait_for(placed, projection="events_raw")
+    order_msg = next(m for m in raw_messages(settings, "order-events") if m.key() == f"{run}-o".encode())
+    inject_letter(settings, order_msg, "projection events_raw", "ClickHouseError: refused, since fixed")
+
+    def rows(event_id: str) -> int:
+        return system.query("SELECT count() FROM events_raw WHERE event_id = %(id)s", {"id": event_id}).scalar()
+
+    placed_id = placed[0].envelope.event_id
+    assert (rows(added.envelope.event_id), rows(placed_id)) == (0, 1)
+    before = event_counts(settings)
+    results = system.redrive(stages=["projection"])
+    assert [r.result for r in results] == ["done", "done"]
+    assert "inserted into events_raw" in results[0].detail and "already in events_raw" in results[1].detail
+    assert (rows(added.envelope.event_id), rows(placed_id)) == (1, 1)
+    assert [r.result for r in system.redrive()] == ["skipped", "skipped"]
+    # Even without the done mark, the insert is only done if absent.
+    host = system.projection_hosts["events_raw"]
+    letter = system.dead_letters()[0]
+    again = ray.get(host.redrive.remote("events_raw", letter.source_topic, letter.partition, letter.offset,
+                                        letter.value))  # fmt: skip
+    assert again["inserted"] == [] and again["present"] == ["events_raw"]
+    assert (rows(added.envelope.event_id), rows(placed_id)) == (1, 1)
+    assert event_counts(settings) == before
