@@ -789,10 +789,12 @@ def dlq_redrive(
     shard: the command is decided by the shard that owns its aggregate.
     projection: the event's rows go into each table that does not hold its position yet.
 
-    Each letter gets a done mark in the same transaction, and done letters are skipped, so a
-    second redrive has no effect. A message that fails again is dead-lettered again with the new
-    error and its old letter is marked done. Needs Ray: shards and projection hosts of a running
-    deployment are used, missing ones are started for the redrive and stopped afterwards."""
+    Each letter gets a done mark in the same transaction; done letters are
+    skipped, so a second redrive has no effect. A message that fails again
+    is dead-lettered again with the new error; its old letter is marked done.
+
+    Needs Ray: the shards and projection hosts of a running deployment are
+    used; missing ones are started for the redrive and stopped afterwards."""
     from choreography.dlq import read_dead_letters
     from choreography.redrive import Deployment, Redriver, redriven_topic, select
 
