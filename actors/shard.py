@@ -56,6 +56,10 @@ RECENT_COMMANDS = 16
 """Command ids remembered per aggregate (and kept in its snapshot) for idempotent redelivery."""
 SEEN_CAPACITY = 100_000
 """Recent command outcomes kept in memory so a retried command returns its original events."""
+TXN_OP_S = 15.0
+"""Longest wait for one step of a transaction (flush, offsets, commit). A step that takes longer
+(the broker died mid-transaction) restarts the shard, which fences and aborts it: quicker than
+waiting out the transaction, and never a permanent state."""
 UNRECORDED = frozenset({"wrong_shard", "partition_unavailable", "handler_error"})
 """Rejections that are not decisions of the domain: a resubmit decides afresh."""
 
@@ -83,8 +87,25 @@ class ShardConfig(BaseModel):
     """Local directory of the dedup indexes (a cache of the dedup topic)."""
 
     @property
-    def transactional_id(self) -> str:
+    def name(self) -> str:
+        """The shard's name in logs, metrics and dead letters (`<namespace>-<service>-shard-<n>`)."""
         return f"{self.namespace}-{self.service}-shard-{self.shard}"
+
+    def transactional_id(self, partition: int) -> str:
+        """One transactional producer per partition: whoever owns a partition, under any shard count,
+        holds this id, so starting it fences every earlier writer of that partition. The topic
+        prefix keeps two deployments on one broker from fencing each other."""
+        return f"{self.topic_prefix}choreo-{self.service}-p{partition}"
+
+    @property
+    def legacy_transactional_ids(self) -> list[str]:
+        """The per-shard ids of earlier versions that may have written this shard's partitions.
+        Transactions left open under them would hold back every read_committed reader."""
+        return [
+            f"{self.namespace}-{self.service}-shard-{i}"
+            for i in range(self.partitions)
+            if i % self.shards == self.shard
+        ]
 
     @property
     def owned(self) -> list[int]:
@@ -157,7 +178,7 @@ class Shard:
         self.commands_topic = commands_topic(config.service, config.topic_prefix)
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.dedup_topic = dedup_topic(config.service, config.topic_prefix)
-        self.stage = f"shard {config.transactional_id}"
+        self.stage = f"shard {config.name}"
         self.deadlines: list[tuple[datetime, str]] = []
         self.scheduled: dict[str, datetime] = {}
         self.command_consumer: Consumer | None = None
@@ -177,10 +198,20 @@ class Shard:
         self.dedup = DedupStore(state_dir, self.owned, config.dedup_window_s)
         self.dedup_stale = False
         self.reader: Consumer | None = None
-        self.producer = Producer(producer_config(config.kafka, config.transactional_id))
-        # Fences any previous instance with this transactional.id and aborts its open transaction.
-        self.producer.init_transactions(60)
+        self.producers: dict[int, Producer] = {}
+        for p in sorted(self.owned):
+            producer = Producer(producer_config(config.kafka, config.transactional_id(p)))
+            # Fences any earlier writer of the partition and aborts its open transaction.
+            producer.init_transactions(60)
+            self.producers[p] = producer
+        self._abort_legacy_transactions()
         self.stats = self.rehydrate()
+
+    def _abort_legacy_transactions(self) -> None:
+        for legacy in self.config.legacy_transactional_ids:
+            fence = Producer(producer_config(self.config.kafka, legacy))
+            fence.init_transactions(60)
+            fence.flush(1)
 
     # ---- rehydration -------------------------------------------------------------
 
@@ -210,7 +241,7 @@ class Shard:
         stats.seconds = time.perf_counter() - started
         log.info(
             "%s rehydrated %d aggregates from %d snapshots + %d events in %.2fs",
-            self.config.transactional_id, len(self.entries), stats.snapshots, stats.events,
+            self.config.name, len(self.entries), stats.snapshots, stats.events,
             stats.seconds,
         )  # fmt: skip
         return stats
@@ -276,7 +307,7 @@ class Shard:
         self.broken[p] = why
         log.error(
             "%s refuses partition %d of %s until its log is repaired (an upcaster, or the runbook): %s",
-            self.config.transactional_id, p, self.events_topic, why,
+            self.config.name, p, self.events_topic, why,
         )  # fmt: skip
 
     def _set_entry(self, agg_id: str, entry: Entry) -> None:
@@ -307,10 +338,57 @@ class Shard:
         return self._transact(Batch(commands, client=True))
 
     def _transact(self, batch: Batch) -> list[Outcome]:
+        """One Kafka transaction per partition the batch touches, each with that partition's producer."""
+        outcomes: list[Outcome | None] = [None] * len(batch.commands)
+        for p, (indices, part) in self._split(batch, outcomes).items():
+            for i, outcome in zip(indices, self._transact_partition(p, part), strict=True):
+                outcomes[i] = outcome
+        self._maybe_snapshot()
+        return [o for o in outcomes if o is not None]
+
+    def _split(self, batch: Batch, outcomes: list[Outcome | None]) -> dict[int, tuple[list[int], Batch]]:
+        """Group a batch by partition: a command by the partition of the message that carried it (or
+        of its aggregate), dead letters and consumed offsets by their command-topic partition."""
+        groups: dict[int, tuple[list[int], Batch]] = {}
+
+        def group(p: int) -> tuple[list[int], Batch]:
+            if p not in groups:
+                groups[p] = ([], Batch([], [] if batch.sources else None, [], batch.group_metadata, [], batch.client))
+            return groups[p]
+
+        for i, cmd in enumerate(batch.commands):
+            source = batch.sources[i] if batch.sources else None
+            p = position(source)[0] if source is not None else partition_for(cmd.aggregate_id, self.config.partitions)
+            if p not in self.owned:
+                outcomes[i] = Rejected(cmd.command_id, "wrong_shard", f"{cmd.aggregate_id} belongs to partition {p}")
+                continue
+            indices, part = group(p)
+            indices.append(i)
+            part.commands.append(cmd)
+            if part.sources is not None and source is not None:
+                part.sources.append(source)
+        # A partition this shard no longer owns (it moved) is neither parked nor committed: its
+        # new owner consumes the same messages again.
+        for letter in batch.letters:
+            if letter.partition in self.owned:
+                group(letter.partition)[1].letters.append(letter)
+        for tp in batch.offsets or ():
+            if tp.partition not in self.owned:
+                continue
+            offsets = group(tp.partition)[1].offsets
+            assert offsets is not None
+            offsets.append(tp)
+        if batch.marks:
+            first = next(iter(groups.values()), None) or group(min(self.owned))
+            first[1].marks.extend(batch.marks)
+        return groups
+
+    def _transact_partition(self, p: int, batch: Batch) -> list[Outcome]:
+        producer = self.producers[p]
         for attempt in range(3):
             try:
                 try:
-                    return self._transact_once(batch)
+                    return self._transact_once(p, batch)
                 except SystemError as wrapped:
                     # librdkafka can raise a fatal error from inside flush()'s callback dispatch.
                     cause = wrapped.__cause__ or wrapped.__context__
@@ -319,14 +397,18 @@ class Shard:
                     raise
             except KafkaException as exc:
                 if is_fatal(exc):
-                    raise ShardFenced(f"{self.config.transactional_id} was fenced by a newer instance: {exc}") from None
+                    who = self.config.transactional_id(p)
+                    raise ShardFenced(f"{who} ({self.config.name}) was fenced by a newer instance: {exc}") from None
                 if not is_abortable(exc) or attempt == 2:
                     raise
                 log.warning("transaction aborted (%s); retrying the batch", exc)
-                self.producer.abort_transaction(30)
+                producer.abort_transaction(30)
         raise AssertionError("unreachable")
 
-    def _transact_once(self, batch: Batch) -> list[Outcome]:
+    def _transact_once(self, p: int, batch: Batch) -> list[Outcome]:
+        """Decide the batch's commands of partition `p` and commit their events, dedup records,
+        dead letters and consumed offsets in one transaction of the partition's producer."""
+        producer = self.producers[p]
         commands = batch.commands
         outcomes: list[Outcome | None] = [None] * len(commands)
         if batch.client:
@@ -335,11 +417,16 @@ class Shard:
         appended: list[tuple[int, list[tuple[Envelope, Event, int]]]] = []
         positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = {}
         recorded: list[int] = []
-        self.producer.begin_transaction()
+        producer.begin_transaction()
         for i, cmd in enumerate(commands):
             if outcomes[i] is not None:
                 continue
             outcome, staged = self._decide(cmd, pending)
+            if outcome is None and partition_for(cmd.aggregate_id, self.config.partitions) != p:
+                outcome, staged = (
+                    Rejected(cmd.command_id, "misrouted", f"{cmd.aggregate_id} is not in partition {p}"),
+                    [],
+                )
             if outcome is not None:
                 outcomes[i] = outcome
                 if batch.client and isinstance(outcome, Rejected) and outcome.code not in UNRECORDED:
@@ -348,8 +435,8 @@ class Shard:
             if batch.client:
                 recorded.append(i)
             appended.append((i, staged))
-            for j, (env, payload, p) in enumerate(staged):
-                self.producer.produce(
+            for j, (env, payload, _) in enumerate(staged):
+                producer.produce(
                     self.events_topic,
                     key=env.aggregate_id.encode(),
                     value=self.registry.encode_event(env, payload),
@@ -370,20 +457,20 @@ class Shard:
                 letters.append(dead_letter_from(source, self.stage, f"rejected {outcome.code}: {outcome.reason}"))
                 parked.append(outcome.code)
         for letter in letters:
-            send_dead_letter(self.producer, self.dlq_topic, letter)
+            send_dead_letter(producer, self.dlq_topic, letter)
         for topic, key, value in batch.marks:
-            self.producer.produce(topic, key=key, value=value)
-        self.producer.flush(60)
+            producer.produce(topic, key=key, value=value)
+        _flush(producer)
         for delivered in positions.values():
             if isinstance(delivered, KafkaError):
                 raise KafkaException(delivered)
-        records = self._record_outcomes(commands, recorded, outcomes, appended, positions)
+        records = self._record_outcomes(producer, p, commands, recorded, outcomes, appended, positions)
         if batch.offsets:
-            self.producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, 60)
-        self.producer.commit_transaction(60)
+            producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, TXN_OP_S)
+        producer.commit_transaction(TXN_OP_S)
         # Committed: only now does the in-memory state move forward.
         self.parked_rejections.update(parked)
-        self._index_outcomes(records)
+        self._index_outcomes(p, records)
         for agg_id, entry in pending.items():
             self._set_entry(agg_id, entry)
         for i, staged in appended:
@@ -404,7 +491,6 @@ class Shard:
             if len(self.seen) > SEEN_CAPACITY:
                 self.seen.popitem(last=False)
             outcomes[i] = Accepted(cid, stored)
-        self._maybe_snapshot()
         return [o for o in outcomes if o is not None]
 
     # ---- durable dedup of client commands -------------------------------------------
@@ -437,19 +523,21 @@ class Shard:
 
     def _record_outcomes(
         self,
+        producer: Producer,
+        p: int,
         commands: list[Command],
         recorded: list[int],
         outcomes: list[Outcome | None],
         appended: list[tuple[int, list[tuple[Envelope, Event, int]]]],
         positions: dict[tuple[int, int], tuple[int, int] | KafkaError],
-    ) -> dict[int, list[tuple[str, Recorded, int]]]:
+    ) -> list[tuple[str, Recorded, int]]:
         """Write the outcome of each new client command to the dedup topic, in this transaction."""
         if not recorded:
-            return {}
+            return []
         now = time.time()
         event_counts = {i: len(staged) for i, staged in appended}
         delivered: dict[str, tuple[int, int] | KafkaError] = {}
-        staged_records: list[tuple[str, Recorded, int]] = []
+        staged_records: list[tuple[str, Recorded]] = []
         for i in recorded:
             cmd = commands[i]
             outcome = outcomes[i]
@@ -457,26 +545,26 @@ class Shard:
                 rec = Recorded(at=now, code=outcome.code, reason=outcome.reason)
             else:
                 rec = Recorded(at=now, positions=tuple(positions[(i, j)] for j in range(event_counts[i])))  # type: ignore[misc]
-            p = partition_for(cmd.aggregate_id, self.config.partitions)
-            self.producer.produce(
+            producer.produce(
                 self.dedup_topic, key=cmd.command_id.encode(), value=rec.encode(), partition=p,
                 on_delivery=partial(_record_position, delivered, cmd.command_id),
             )  # fmt: skip
-            staged_records.append((cmd.command_id, rec, p))
-        self.producer.flush(60)
-        by_partition: dict[int, list[tuple[str, Recorded, int]]] = defaultdict(list)
-        for cid, rec, p in staged_records:
+            staged_records.append((cmd.command_id, rec))
+        _flush(producer)
+        rows: list[tuple[str, Recorded, int]] = []
+        for cid, rec in staged_records:
             where = delivered[cid]
             if isinstance(where, KafkaError):
                 raise KafkaException(where)
-            by_partition[p].append((cid, rec, where[1]))
-        return by_partition
+            rows.append((cid, rec, where[1]))
+        return rows
 
-    def _index_outcomes(self, records: dict[int, list[tuple[str, Recorded, int]]]) -> None:
+    def _index_outcomes(self, p: int, rows: list[tuple[str, Recorded, int]]) -> None:
         """After the commit: put the recorded outcomes into the local index (a cache of the topic)."""
+        if not rows:
+            return
         try:
-            for p, rows in records.items():
-                self.dedup.add(p, [(cid, rec) for cid, rec, _ in rows], max(o for _, _, o in rows) + 1)
+            self.dedup.add(p, [(cid, rec) for cid, rec, _ in rows], max(o for _, _, o in rows) + 1)
         except Exception:
             # Committed in Kafka all the same: the next lookup catches the index up from the topic.
             log.exception("%s could not update its dedup index; it will catch up from the topic", self.stage)
@@ -621,17 +709,17 @@ class Shard:
         if not due:
             return 0
         written = 0
-        self.producer.begin_transaction()
-        for p in due:
+        for p in due:  # each partition's snapshot commits with its own producer
+            producer = self.producers[p]
+            producer.begin_transaction()
             for agg_id in self.dirty[p]:
                 value = self.snapshots.encode(self.entries[agg_id])
-                self.producer.produce(self.snapshots_topic, key=agg_id.encode(), value=value, partition=p)
+                producer.produce(self.snapshots_topic, key=agg_id.encode(), value=value, partition=p)
                 written += 1
             marker = json.dumps({"next_offset": self.next_offset[p], "at": time.time()})
-            self.producer.produce(self.snapshots_topic, key=CHECKPOINT_KEY, value=marker, partition=p)
-        self.producer.flush(60)
-        self.producer.commit_transaction(60)
-        for p in due:
+            producer.produce(self.snapshots_topic, key=CHECKPOINT_KEY, value=marker, partition=p)
+            _flush(producer)
+            producer.commit_transaction(TXN_OP_S)
             self.dirty[p].clear()
             self.since_checkpoint[p] = 0
         return written
@@ -651,8 +739,16 @@ class Shard:
         for consumer in (self.command_consumer, self.reader):
             if consumer is not None:
                 consumer.close()
-        self.producer.flush(10)
+        for producer in self.producers.values():
+            producer.flush(10)
         self.dedup.close()
+
+
+def _flush(producer: Producer) -> None:
+    """Deliver everything produced so far, or raise a timeout (which restarts the shard)."""
+    left = producer.flush(TXN_OP_S)
+    if left:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{left} messages undelivered after {TXN_OP_S:g}s"))
 
 
 def _record_position(

@@ -53,7 +53,7 @@ class ShardActor:
     def shard(self) -> Shard:
         """The serving shard; waits for rehydration, or raises the retriable ShardUnavailable."""
         if not self.serving.wait(SERVE_WAIT_S) or self._shard is None:
-            raise ShardUnavailable(f"{self.config.transactional_id} is {self.phase}: {self.detail}")
+            raise ShardUnavailable(f"{self.config.name} is {self.phase}: {self.detail}")
         return self._shard
 
     def _run(self) -> None:
@@ -62,7 +62,7 @@ class ShardActor:
                 self._loop()
         except Exception:
             # Crash-only: Ray restarts the actor; it rehydrates and resumes from committed offsets.
-            log.exception("%s failed; exiting", self.config.transactional_id)
+            log.exception("%s failed; exiting", self.config.name)
             os._exit(1)
 
     def _start(self) -> bool:
@@ -73,7 +73,7 @@ class ShardActor:
             self.config.kafka,
             self.stopping,
             self._report,
-            self.config.transactional_id,
+            self.config.name,
         )
         if shard is None:
             return False
@@ -126,8 +126,8 @@ class ShardActor:
         A true zombie is never restarted, because Ray already runs its replacement."""
         self.phase, self.detail = "restarting", str(exc)
         self.serving.clear()
-        exit_soon(f"{self.config.transactional_id}: {exc}")
-        return ShardUnavailable(f"{self.config.transactional_id} is restarting after a fatal Kafka error: {exc}")
+        exit_soon(f"{self.config.name}: {exc}")
+        return ShardUnavailable(f"{self.config.name} is restarting after a fatal Kafka error: {exc}")
 
     def state(self, aggregate_id: str) -> tuple[DomainModel, int]:
         shard = self.shard
@@ -169,7 +169,7 @@ class ShardActor:
         """Phase (starting, rehydrating, serving, degraded) and figures, answered at once."""
         described: dict[str, Any] = {
             "pid": os.getpid(),
-            "transactional_id": self.config.transactional_id,
+            "name": self.config.name,
             "phase": self.phase,
             "detail": self.detail,
         }

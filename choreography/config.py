@@ -95,7 +95,7 @@ class Settings(Strict):
                 if f"{service}-{kind}" not in names:
                     raise ValueError(f"services.{service}: topic '{service}-{kind}' is not declared")
             events = names[f"{service}-events"]
-            for kind in ("snapshots", "dedup"):
+            for kind in ("commands", "snapshots", "dedup"):
                 other = names[f"{service}-{kind}"]
                 if events.partitions != other.partitions:
                     raise ValueError(f"services.{service}: {other.name} must have as many partitions as {events.name}")

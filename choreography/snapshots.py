@@ -108,8 +108,8 @@ def drop(settings: Settings, service: str, partitions: list[int] | None = None) 
     """Make the shards ignore the snapshots of `partitions` (all when None) and replay them from
     the event log. Returns the number of aggregates reset per partition.
 
-    Per owning shard, one transaction with the shard's own transactional.id (which fences the
-    running instance, so it cannot append a partial snapshot after ours) writes the initial state
+    Per partition, one transaction with the partition's own transactional.id (which fences the
+    shard writing it, so it cannot append a partial snapshot after ours) writes the initial state
     at version 0 for every aggregate that has a snapshot, and a checkpoint at offset 0: exactly
     what a shard that never snapshotted would load. Restart the owning shards afterwards
     (`restart_shards`): a fenced instance refuses to write until it is restarted."""
@@ -117,21 +117,19 @@ def drop(settings: Settings, service: str, partitions: list[int] | None = None) 
     aggregate = aggregate_for(service)
     codec = SnapshotCodec(aggregate.state_type)
     topic = settings.topic_name(snapshots_topic(service))
+    blank = codec.encode(Entry(aggregate.initial(), 0))
+    marker = json.dumps({"next_offset": 0, "at": time.time(), "dropped": True}).encode()
     reset: dict[int, int] = {}
-    for shard in sorted({owner(settings, service, p) for p in chosen}):
-        mine = [p for p in chosen if owner(settings, service, p) == shard]
-        config = shard_config(settings, service, shard)
-        producer = Producer(producer_config(settings.kafka.client_config(), config.transactional_id))
-        producer.init_transactions(60)  # fences the running shard and aborts its open transaction
-        keys = _snapshot_keys(settings, topic, mine)  # read after fencing: no commit can follow
-        blank = codec.encode(Entry(aggregate.initial(), 0))
-        marker = json.dumps({"next_offset": 0, "at": time.time(), "dropped": True}).encode()
+    for p in chosen:
+        config = shard_config(settings, service, owner(settings, service, p))
+        producer = Producer(producer_config(settings.kafka.client_config(), config.transactional_id(p)))
+        producer.init_transactions(60)  # fences the partition's writer and aborts its open transaction
+        keys = _snapshot_keys(settings, topic, [p])  # read after fencing: no commit can follow
         producer.begin_transaction()
-        for p in mine:
-            for key in sorted(keys[p]):
-                producer.produce(topic, key=key, value=blank, partition=p)
-            producer.produce(topic, key=CHECKPOINT_KEY, value=marker, partition=p)
-            reset[p] = len(keys[p])
+        for key in sorted(keys[p]):
+            producer.produce(topic, key=key, value=blank, partition=p)
+        producer.produce(topic, key=CHECKPOINT_KEY, value=marker, partition=p)
+        reset[p] = len(keys[p])
         producer.flush(60)
         producer.commit_transaction(60)
     return reset

@@ -9,7 +9,7 @@ import zlib
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from choreography.config import Settings, TopicSpec
+from choreography.config import ConfigError, Settings, TopicSpec
 
 log = logging.getLogger("choreo.topics")
 
@@ -76,11 +76,24 @@ def capped(spec: TopicSpec, brokers: int) -> TopicSpec:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create every declared topic that does not exist yet. Returns the names created."""
+    """Create every declared topic that does not exist yet. Returns the names created. A topic
+    that exists with another partition count than declared is a ConfigError: partitions never
+    change in place, because aggregate ids map to partitions by count."""
     admin = admin_client(settings)
     brokers = broker_count(admin, timeout)
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    metadata = admin.list_topics(timeout=timeout).topics
+    existing = set(metadata)
     named = [t.model_copy(update={"name": settings.topic_name(t.name)}) for t in settings.topics]
+    mismatched = [
+        f"topic {t.name} has {len(metadata[t.name].partitions)} partitions but cluster.yaml declares {t.partitions}"
+        for t in named
+        if t.name in metadata and len(metadata[t.name].partitions) != t.partitions
+    ]
+    if mismatched:
+        raise ConfigError(
+            "; ".join(mismatched) + ". Partition counts never change in place: restore the declared count, "
+            "or deploy under a new topic_prefix and migrate the events."
+        )
     specs = [capped(t, brokers) for t in named if t.name not in existing]
     if not specs:
         return []

@@ -39,7 +39,6 @@ def _order_in(partition: int, partitions: int) -> PlaceOrder:
             return PlaceOrder(order_id=oid, customer_id="c", lines=LINE)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: transactional.id follows the shard index, not the partition")
 def test_a_shard_count_change_never_leaves_two_writers_on_a_partition(make_settings) -> None:
     settings = make_settings(shards=2, partitions=4)
     ensure_topics(settings)
@@ -53,7 +52,6 @@ def test_a_shard_count_change_never_leaves_two_writers_on_a_partition(make_setti
     new.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a transaction left open under an old shard id holds back readers")
 def test_an_upgrade_aborts_transactions_left_open_under_the_old_ids(make_settings) -> None:
     settings = make_settings(shards=2, partitions=4)
     ensure_topics(settings)
@@ -75,7 +73,6 @@ def test_an_upgrade_aborts_transactions_left_open_under_the_old_ids(make_setting
     new.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the transactional.id ignores the topic prefix")
 def test_two_deployments_sharing_a_namespace_never_fence_each_other(make_settings) -> None:
     first = make_settings(shards=1, partitions=2)
     second = make_settings(shards=1, partitions=2).model_copy(update={"namespace": first.namespace})
@@ -89,7 +86,6 @@ def test_two_deployments_sharing_a_namespace_never_fence_each_other(make_setting
     b.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a partition count that differs from cluster.yaml goes unnoticed")
 def test_a_partition_count_mismatch_stops_the_start_with_a_clear_error(make_settings) -> None:
     settings = make_settings(shards=1, partitions=4)
     ensure_topics(settings)
