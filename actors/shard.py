@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -198,20 +199,13 @@ class Shard:
         self.dedup = DedupStore(state_dir, self.owned, config.dedup_window_s)
         self.dedup_stale = False
         self.reader: Consumer | None = None
-        self.producers: dict[int, Producer] = {}
-        for p in sorted(self.owned):
-            producer = Producer(producer_config(config.kafka, config.transactional_id(p)))
-            # Fences any earlier writer of the partition and aborts its open transaction.
-            producer.init_transactions(60)
-            self.producers[p] = producer
-        self._abort_legacy_transactions()
+        self.producers = {p: Producer(producer_config(config.kafka, config.transactional_id(p))) for p in self.owned}
+        # init_transactions fences every earlier writer of a partition and aborts its open
+        # transaction; so do the legacy ids, whose producers are dropped right after.
+        legacy = [Producer(producer_config(config.kafka, t)) for t in config.legacy_transactional_ids]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # the fencing round trips overlap
+            list(pool.map(lambda producer: producer.init_transactions(60), [*self.producers.values(), *legacy]))
         self.stats = self.rehydrate()
-
-    def _abort_legacy_transactions(self) -> None:
-        for legacy in self.config.legacy_transactional_ids:
-            fence = Producer(producer_config(self.config.kafka, legacy))
-            fence.init_transactions(60)
-            fence.flush(1)
 
     # ---- rehydration -------------------------------------------------------------
 
@@ -340,6 +334,8 @@ class Shard:
     def _transact(self, batch: Batch) -> list[Outcome]:
         """One Kafka transaction per partition the batch touches, each with that partition's producer."""
         outcomes: list[Outcome | None] = [None] * len(batch.commands)
+        if batch.client:
+            self._answer_duplicates(batch.commands, outcomes)
         for p, (indices, part) in self._split(batch, outcomes).items():
             for i, outcome in zip(indices, self._transact_partition(p, part), strict=True):
                 outcomes[i] = outcome
@@ -357,6 +353,8 @@ class Shard:
             return groups[p]
 
         for i, cmd in enumerate(batch.commands):
+            if outcomes[i] is not None:  # a duplicate, answered already
+                continue
             source = batch.sources[i] if batch.sources else None
             p = position(source)[0] if source is not None else partition_for(cmd.aggregate_id, self.config.partitions)
             if p not in self.owned:
@@ -411,8 +409,6 @@ class Shard:
         producer = self.producers[p]
         commands = batch.commands
         outcomes: list[Outcome | None] = [None] * len(commands)
-        if batch.client:
-            self._answer_duplicates(commands, outcomes)
         pending: dict[str, Entry] = {}
         appended: list[tuple[int, list[tuple[Envelope, Event, int]]]] = []
         positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = {}
@@ -781,7 +777,8 @@ def _read_to_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> Any:
         return
     consumer.assign(assignment)
     while todo:
-        for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+        # A short timeout: consume() waits it out whenever fewer messages than asked are left.
+        for msg in consumer.consume(num_messages=10_000, timeout=0.1):
             err = msg.error()
             if err is None:
                 yield msg

@@ -20,6 +20,7 @@ def producer_config(base: dict[str, str], transactional_id: str | None = None) -
         "queue.buffering.max.kbytes": 1_048_576,
         "compression.type": "lz4",
         "message.max.bytes": 16_000_000,
+        "reconnect.backoff.max.ms": 1000,
         "log_level": 3,
     }
     if transactional_id:
@@ -40,6 +41,7 @@ def consumer_config(base: dict[str, str], group_id: str, **extra: Any) -> dict[s
         "max.partition.fetch.bytes": 16_777_216,
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 262_144,
+        "reconnect.backoff.max.ms": 1000,
         "log_level": 3,
         **extra,
     }

@@ -104,9 +104,9 @@ class PolicyRunner:
         for letter in letters:
             send_dead_letter(self.producer, self.dlq_topic, letter)
         self.producer.send_offsets_to_transaction(
-            [TopicPartition(t, p, o) for (t, p), o in offsets.items()], self.metadata, 60
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items()], self.metadata, 15
         )
-        self.producer.commit_transaction(60)
+        self.producer.commit_transaction(15)
         self.events += len(msgs)
         self.commands += len(commands)
         self.dead_letters += len(letters)

@@ -37,7 +37,8 @@ def actor_options(name: str, namespace: str, detached: bool, **extra: Any) -> di
 
 T = TypeVar("T")
 BROKER_PROBE_S = 5.0
-RETRY_MAX_S = 30.0
+RETRY_MAX_S = 5.0
+"""Short: a shard waiting for its broker should notice within seconds that it is back."""
 
 
 def probe_broker(kafka: dict[str, str]) -> None:

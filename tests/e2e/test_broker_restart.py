@@ -1,0 +1,132 @@
+"""SIGKILL the broker twice while orders flow, and bring it back: the write side serves again
+within 30 s of the broker's return, no caller sees an undocumented error, every saga ends and
+every invariant holds. Runs against a private broker so other tests keep theirs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import ray
+
+from choreography.broker import LocalBroker
+from choreography.config import KafkaSettings
+from choreography.errors import ShardUnavailable
+from choreography.invariants import audit
+from events import AddStock, OrderLine, PlaceOrder
+from tests.integration.conftest import read_log
+
+DOWN_S = 12
+
+
+def _free_port_pair() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+
+
+def _sigkill(broker: LocalBroker) -> None:
+    pid = broker.status().pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    broker.pid_file.unlink(missing_ok=True)
+    deadline = time.monotonic() + 10
+    while broker.status().running and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="open defect: the shards serve again within seconds of the broker's return, but after the second "
+    "restart the saga pipeline stalls for over a minute, so orders expire and compensations lag",
+)
+def test_the_write_side_survives_two_broker_kills_under_load(make_settings, start_system, tmp_path: Path) -> None:
+    broker = LocalBroker(port=_free_port_pair(), data_dir=tmp_path / "kafka", heap="512m")
+    broker.start()
+    try:
+        settings = make_settings(shards=2, partitions=4)
+        settings = settings.model_copy(update={"kafka": KafkaSettings(bootstrap_servers=broker.status().bootstrap)})
+        system = start_system(settings, projections=False)
+        run = uuid.uuid4().hex[:6]
+        system.submit_many([AddStock(sku=f"{run}-{s}", quantity=1_000_000) for s in range(5)])
+        placed: list[str] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def drive() -> None:
+            i = 0
+            while not stop.is_set():
+                batch = [
+                    PlaceOrder(
+                        order_id=f"{run}-{i + k}", customer_id="c",
+                        lines=(OrderLine(sku=f"{run}-{(i + k) % 5}", quantity=1, unit_price_cents=100),),
+                    )
+                    for k in range(20)
+                ]  # fmt: skip
+                i += 20
+                while True:  # a documented, retriable error: resubmit the same commands
+                    try:
+                        outcomes = system.submit_many(batch, timeout=30)
+                        break
+                    except ShardUnavailable:
+                        continue
+                    except BaseException as exc:
+                        errors.append(exc)
+                        return
+                if not all(o.ok for o in outcomes):
+                    errors.append(AssertionError([o for o in outcomes if not o.ok][:2]))
+                    return
+                placed.extend(c.order_id for c in batch)
+                time.sleep(0.05)
+
+        driver = threading.Thread(target=drive, daemon=True)
+        driver.start()
+        recoveries = []
+        try:
+            for _ in range(2):
+                time.sleep(5)
+                _sigkill(broker)
+                time.sleep(DOWN_S)
+                broker.start()
+                back = time.monotonic()
+                count = len(placed)
+                while len(placed) <= count:
+                    assert not errors, errors
+                    assert time.monotonic() - back < 30, (
+                        "the write side did not serve within 30 s of the broker's return"
+                    )
+                    time.sleep(0.2)
+                recoveries.append(time.monotonic() - back)
+            time.sleep(3)
+        finally:
+            stop.set()
+            driver.join(timeout=120)
+        assert not errors, errors
+        print(f"\nserving again {', '.join(f'{r:.1f}s' for r in recoveries)} after the broker returned")
+
+        deadline = time.monotonic() + 180
+        while True:
+            states = {k: s for shard in system.shards["order"] for k, (s, _) in ray.get(shard.dump.remote()).items()}
+            if all(states[oid].terminal for oid in placed) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        log = [e for svc in ("order", "inventory", "payment", "shipping") for e in read_log(settings, f"{svc}-events")]
+        result = audit(log, order_ids=placed)
+        assert result.ok, result.violations
+        assert result.orders == len(placed)
+        assert sum(result.outcomes.values()) == len(placed), "every saga ends"
+    finally:
+        broker.stop()
