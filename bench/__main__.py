@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import e2e, projections, rehydration, scaling
+from bench import dedup, e2e, projections, rehydration, scaling
 from bench.common import RESULTS, console, machine
 
 
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     results["rehydration"] = rehydration.main(["--events", "200000" if q else "1000000"])
     results["scaling"] = scaling.main(["--duration", "10" if q else "20"])
     results["projections"] = projections.main(["--orders", "10000" if q else "50000"])
+    results["dedup"] = dedup.main(["--orders", "20000" if q else "100000"])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -57,6 +58,11 @@ def markdown(r: dict[str, Any]) -> str:
             f"| projection {name} events/s | {p[name]['projection_events_per_s']:,.0f} | raw insert "
             f"{p[name]['raw_insert_rows_per_s']:,.0f} rows/s | {p[name]['ratio_to_raw_insert']:.0%} |"
         )
+    d = r["dedup"]
+    lines.append(
+        f"| dedup store of one shard after {d['orders']:,} orders | index {d['dedup_index_bytes'] / 1e6:.1f} MB, "
+        f"topic {d['dedup_topic_bytes'] / 1e6:.1f} MB | | {d['dedup_index_bytes_per_order']:.0f} B/order |"
+    )
     for point in r["scaling"]:
         lines.append(
             f"| scaling: {point['shards']} shards/service, {point['nodes']} node(s) | {point['orders_per_s']:,.0f} "

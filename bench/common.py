@@ -40,6 +40,7 @@ def bench_settings(config: str | None, workdir: Path) -> Settings:
             "namespace": f"bench{run}",
             "topic_prefix": f"bench{run}-",
             "clickhouse": base.clickhouse.model_copy(update={"dsn": f"chdb://{workdir / 'clickhouse'}"}),
+            "state_dir": str(workdir / "state"),
         }
     )
 
