@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -36,7 +35,7 @@ from choreography.kafka_io import (
     is_abortable,
     is_fatal,
     producer_config,
-    watermarks,
+    read_to_end,
 )
 from choreography.topics import (
     commands_topic,
@@ -226,10 +225,10 @@ class Shard:
             stats.from_checkpoint = {p: o for p, o in starts.items() if o > 0}
             for p, offset in starts.items():
                 self.next_offset[p] = offset
-            for msg in _read_to_end(consumer, self.events_topic, starts):
+            for msg in read_to_end(consumer, self.events_topic, starts):
                 self._replay(msg)
                 stats.events += 1
-            stats.dedup_caught_up = self.dedup.catch_up(_read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
+            stats.dedup_caught_up = self.dedup.catch_up(read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
         finally:
             consumer.close()
         stats.seconds = time.perf_counter() - started
@@ -246,7 +245,7 @@ class Shard:
         pending: dict[int, dict[str, Entry]] = {p: {} for p in self.owned}
         corrupt: set[int] = set()
         starts = dict.fromkeys(self.owned, 0)
-        for msg in _read_to_end(consumer, self.snapshots_topic, starts):
+        for msg in read_to_end(consumer, self.snapshots_topic, starts):
             p, _ = position(msg)
             if p in corrupt:
                 continue
@@ -569,7 +568,7 @@ class Shard:
     def _refresh_dedup(self) -> None:
         consumer = self._consumer()
         try:
-            self.dedup.catch_up(_read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
+            self.dedup.catch_up(read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
             self.dedup_stale = False
         finally:
             consumer.close()
@@ -586,7 +585,7 @@ class Shard:
             by_partition[p].add(offset)
         for p, offsets in by_partition.items():
             last = max(offsets)
-            for msg in _read_to_end(self.reader, self.events_topic, {p: min(offsets)}):
+            for msg in read_to_end(self.reader, self.events_topic, {p: min(offsets)}):
                 _, offset = position(msg)
                 if offset in offsets:
                     found[(p, offset)] = self.registry.decode_event(msg.value(), self.events_topic, p, offset)
@@ -762,28 +761,3 @@ def position(msg: Message) -> tuple[int, int]:
     p, offset = msg.partition(), msg.offset()
     assert p is not None and offset is not None
     return p, offset
-
-
-def _read_to_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> Any:
-    """Yield committed messages of the given partitions from `starts` to the current end."""
-    todo = set()
-    assignment = []
-    for p, start in starts.items():
-        _, high = watermarks(consumer, topic, p)
-        if high > start:
-            todo.add(p)
-            assignment.append(TopicPartition(topic, p, start if start > 0 else OFFSET_BEGINNING))
-    if not todo:
-        return
-    consumer.assign(assignment)
-    while todo:
-        # A short timeout: consume() waits it out whenever fewer messages than asked are left.
-        for msg in consumer.consume(num_messages=10_000, timeout=0.1):
-            err = msg.error()
-            if err is None:
-                yield msg
-            elif err.code() == KafkaError._PARTITION_EOF:
-                todo.discard(position(msg)[0])
-            else:
-                raise KafkaException(err)
-    consumer.unassign()

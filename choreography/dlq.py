@@ -9,7 +9,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
+
+from choreography.kafka_io import consumer_config, partitions_of, read_to_end
 
 
 @dataclass(frozen=True)
@@ -90,38 +92,13 @@ def send_dead_letter(producer: Producer, topic: str, letter: DeadLetter) -> None
 
 
 def read_dead_letters(kafka: dict[str, str], topic: str, start: int = 0) -> list[DeadLetter]:
-    consumer = Consumer(
-        {
-            **kafka,
-            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "log_level": 3,
-        }
-    )
+    consumer = Consumer(consumer_config(kafka, f"dlq-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return []
-        letters: list[DeadLetter] = []
-        todo = set()
-        for p in meta.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > start:
-                todo.add(p)
-        if not todo:
-            return []
-        consumer.assign([TopicPartition(topic, p, start) for p in todo])
-        while todo:
-            for msg in consumer.consume(1000, timeout=2):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(msg.partition() or 0)
-                    continue
-                letters.append(DeadLetter.decode(msg.value() or b"{}", msg.offset() or 0, msg.partition() or 0))
-        return letters
+        starts = dict.fromkeys(partitions_of(consumer, topic), start)
+        return [
+            DeadLetter.decode(msg.value() or b"{}", msg.offset() or 0, msg.partition() or 0)
+            for msg in read_to_end(consumer, topic, starts)
+        ]
     finally:
         consumer.close()
 

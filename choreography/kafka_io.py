@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 
 def producer_config(base: dict[str, str], transactional_id: str | None = None) -> dict[str, Any]:
@@ -87,6 +87,38 @@ def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float = 
             if not (isinstance(err, KafkaError) and is_transient(err)) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def read_to_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> Iterator[Message]:
+    """Yield the committed messages of the given partitions from `starts` to their current end
+    (the consumer needs `enable.partition.eof`)."""
+    todo = set()
+    assignment = []
+    for p, start in starts.items():
+        _, high = watermarks(consumer, topic, p)
+        if high > start:
+            todo.add(p)
+            assignment.append(TopicPartition(topic, p, start if start > 0 else OFFSET_BEGINNING))
+    if not todo:
+        return
+    consumer.assign(assignment)
+    while todo:
+        # A short timeout: consume() waits it out whenever fewer messages than asked are left.
+        for msg in consumer.consume(num_messages=10_000, timeout=0.1):
+            err = msg.error()
+            if err is None:
+                yield msg
+            elif err.code() == KafkaError._PARTITION_EOF:
+                todo.discard(msg.partition() or 0)
+            else:
+                raise KafkaException(err)
+    consumer.unassign()
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout: float = 10) -> list[int]:
+    """The partitions of `topic`, or none when it does not exist."""
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    return [] if meta is None or meta.error is not None else sorted(meta.partitions)
 
 
 def end_offsets(consumer: Consumer, topics: list[str], timeout: float = 30) -> dict[tuple[str, int], int]:

@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from actors import aggregate_for
 from actors.outcomes import Accepted, Rejected
 from choreography.config import Settings
 from choreography.dlq import DeadLetter, LetterMessage, dead_letter_from, send_dead_letter
-from choreography.kafka_io import consumer_config, producer_config
+from choreography.kafka_io import consumer_config, partitions_of, producer_config, read_to_end
 from choreography.policies import WIRING, run_policies
 from choreography.topics import DLQ_TOPIC, commands_topic, partition_for, shard_for
 from events import default_registry
@@ -73,26 +73,9 @@ def done_marks(settings: Settings) -> dict[str, dict[str, Any]]:
     )  # fmt: skip
     marks: dict[str, dict[str, Any]] = {}
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return marks
-        todo = set()
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                todo.add(p)
-        if not todo:
-            return marks
-        consumer.assign([TopicPartition(topic, p, 0) for p in todo])
-        while todo:
-            for msg in consumer.consume(1000, timeout=2):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(msg.partition() or 0)
-                    continue
-                if msg.value() is not None:
-                    marks[(msg.key() or b"").decode()] = json.loads(msg.value() or b"{}")
+        for msg in read_to_end(consumer, topic, dict.fromkeys(partitions_of(consumer, topic), 0)):
+            if msg.value() is not None:
+                marks[(msg.key() or b"").decode()] = json.loads(msg.value() or b"{}")
         return marks
     finally:
         consumer.close()

@@ -320,9 +320,7 @@ class System:
     def dead_letters(self) -> list[DeadLetter]:
         return read_dead_letters(self.settings.kafka.client_config(), self.settings.topic_name(DLQ_TOPIC))
 
-    def redrive(
-        self, letters: Sequence[DeadLetter] | None = None, *, stages: Sequence[str] = ()
-    ) -> list[Redriven]:
+    def redrive(self, letters: Sequence[DeadLetter] | None = None, *, stages: Sequence[str] = ()) -> list[Redriven]:
         """Run the failed stage again on dead letters (all by default), decided afresh; letters
         redriven before are skipped (see choreography/redrive.py)."""
         from choreography.redrive import Redriver, select
