@@ -348,7 +348,8 @@ class Shard:
 
         def group(p: int) -> tuple[list[int], Batch]:
             if p not in groups:
-                groups[p] = ([], Batch([], [] if batch.sources else None, [], batch.group_metadata, [], batch.client))
+                sources: list[Message] | None = [] if batch.sources else None
+                groups[p] = ([], Batch([], sources, [], batch.group_metadata, client=batch.client))
             return groups[p]
 
         for i, cmd in enumerate(batch.commands):
@@ -414,14 +415,14 @@ class Shard:
         recorded: list[int] = []
         producer.begin_transaction()
         for i, cmd in enumerate(commands):
-            if outcomes[i] is not None:
-                continue
-            outcome, staged = self._decide(cmd, pending)
-            if outcome is None and partition_for(cmd.aggregate_id, self.config.partitions) != p:
-                outcome, staged = (
-                    Rejected(cmd.command_id, "misrouted", f"{cmd.aggregate_id} is not in partition {p}"),
-                    [],
+            if partition_for(cmd.aggregate_id, self.config.partitions) != p:
+                # Checked before deciding: a decision stages state that would then never commit.
+                outcome: Outcome | None = Rejected(
+                    cmd.command_id, "misrouted", f"{cmd.aggregate_id} is not in partition {p}"
                 )
+                staged: list[tuple[Envelope, Event, int]] = []
+            else:
+                outcome, staged = self._decide(cmd, pending)
             if outcome is not None:
                 outcomes[i] = outcome
                 if batch.client and isinstance(outcome, Rejected) and outcome.code not in UNRECORDED:

@@ -39,7 +39,6 @@ class ShardActor:
         self.config = config
         self.phase = "starting"
         self.detail = ""
-        self.started_at = time.time()
         self._shard: Shard | None = None
         self.serving = threading.Event()
         self.lock = threading.Lock()

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from actors import aggregate_for
 from actors.shard import CHECKPOINT_KEY, Entry, ShardConfig, SnapshotCodec
 from choreography.config import Settings
-from choreography.kafka_io import consumer_config, producer_config
+from choreography.kafka_io import consumer_config, producer_config, read_to_end, watermarks
 from choreography.topics import events_topic, snapshots_topic
 
 Report = Callable[[str], None]
@@ -84,8 +84,8 @@ def status(settings: Settings, service: str, partitions: list[int] | None = None
     try:
         events = settings.topic_name(events_topic(service))
         for p in chosen:
-            found[p].events_end = consumer.get_watermark_offsets(TopicPartition(events, p), timeout=30)[1]
-        for msg in _read_all(consumer, settings.topic_name(snapshots_topic(service)), chosen):
+            found[p].events_end = watermarks(consumer, events, p)[1]
+        for msg in read_to_end(consumer, settings.topic_name(snapshots_topic(service)), dict.fromkeys(chosen, 0)):
             p, key, value = msg.partition() or 0, msg.key() or b"", msg.value()
             snap = found[p]
             try:
@@ -229,37 +229,14 @@ def _consumer(settings: Settings) -> Consumer:
     return Consumer(consumer_config(settings.kafka.client_config(), group, **{"enable.partition.eof": True}))
 
 
-def _read_all(consumer: Consumer, topic: str, partitions: list[int]) -> Any:
-    """Every committed message of `partitions` of `topic`, oldest first per partition."""
-    todo = set()
-    for p in partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-        if high > low:
-            todo.add(p)
-    if not todo:
-        return
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(todo)])
-    try:
-        while todo:
-            for msg in consumer.consume(10_000, timeout=1.0):
-                err = msg.error()
-                if err is None:
-                    yield msg
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    todo.discard(msg.partition() or 0)
-                else:
-                    raise KafkaException(err)
-    finally:
-        consumer.unassign()
-
-
 def _snapshot_keys(settings: Settings, topic: str, partitions: list[int]) -> dict[int, set[bytes]]:
     keys: dict[int, set[bytes]] = {p: set() for p in partitions}
     consumer = _consumer(settings)
     try:
-        for msg in _read_all(consumer, topic, partitions):
-            if msg.key() and msg.key() != CHECKPOINT_KEY and msg.value() is not None:
-                keys[msg.partition() or 0].add(msg.key())
+        for msg in read_to_end(consumer, topic, dict.fromkeys(partitions, 0)):
+            key = msg.key()
+            if key and key != CHECKPOINT_KEY and msg.value() is not None:
+                keys[msg.partition() or 0].add(key)
     finally:
         consumer.close()
     return keys
