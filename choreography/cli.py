@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from choreography.broker import BrokerError, LocalBroker
 from choreography.config import ConfigError, Settings, load_settings, validate_cluster_file
@@ -62,14 +63,40 @@ DataDirOpt = Annotated[
 ]
 
 
+_loaded: list[Settings] = []
+"""The settings this invocation loaded, so that an error can name the broker it tried."""
+
+
 def _settings(config: Path | None) -> Settings:
-    return load_settings(config)
+    settings = load_settings(config)
+    _loaded.append(settings)
+    return settings
+
+
+def _no_broker(bootstrap: str) -> BrokerError:
+    return BrokerError(
+        f"no Kafka broker at {bootstrap}: start one with `choreo kafka start` or set CHOREO_KAFKA_BOOTSTRAP"
+    )
+
+
+def _require_broker(settings: Settings) -> None:
+    """Fail within seconds, in one line, when no broker answers: before starting Ray or waiting on
+    clients that would retry for a minute."""
+    from confluent_kafka import KafkaException
+
+    from choreography.runtime import probe_broker
+
+    try:
+        probe_broker(settings.kafka.client_config())
+    except KafkaException:
+        raise _no_broker(settings.kafka.bootstrap_servers) from None
 
 
 @contextmanager
 def _system(config: Path | None, **options: Any) -> Iterator[Any]:
     from choreography.system import connect
 
+    _require_broker(_settings(config))
     with console.status("Starting Ray actors (shards rehydrate from Kafka)..."):
         system = connect(config, **options)
     try:
@@ -107,6 +134,7 @@ def _create_topics(config: Path | None, bootstrap: str) -> None:
 
     settings = _settings(config)
     settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})})
+    _require_broker(settings)
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
     created = ensure_topics(settings)
     console.print(f"Topics: {len(created)} created, {len(settings.topics) - len(created)} already present")
@@ -317,6 +345,9 @@ def state(
         as_of = as_of.replace(tzinfo=UTC)
     with _system(config, projections=False, policies=False) as system:
         current, reached = system.state(service, aggregate_id, as_of=as_of, version=version)
+    if reached == 0:
+        when = "" if as_of is None and version is None else " at that point"
+        raise ValueError(f"no {service} {aggregate_id!r}{when}: the event log holds no events for it")
     console.print_json(json.dumps({"version": reached, "state": current.model_dump(mode="json")}))
 
 
@@ -333,6 +364,7 @@ def history(
     settings = _settings(config)
     if service not in settings.services:
         raise ValueError(f"unknown service {service!r}; known: {sorted(settings.services)}")
+    _require_broker(settings)
     events = sorted(
         read_topic(
             settings.kafka.client_config(),
@@ -380,6 +412,7 @@ def lag(
     from choreography.lag import consumer_lag, with_rates
 
     settings = _settings(config)
+    _require_broker(settings)
     before = consumer_lag(settings)
     time.sleep(min(interval, 1.0))
     rows = with_rates(consumer_lag(settings), before, min(interval, 1.0))
@@ -522,6 +555,7 @@ def loadtest(
     from choreography.system import System
 
     settings = _with_shards(_settings(config), shards or [])
+    _require_broker(settings)
     spec = LoadSpec(
         mode="closed" if closed else "open", rate=rate, duration=duration, orders=orders, concurrency=concurrency,
         lines=lines, stockouts=stockouts, declines=declines, ship_failures=ship_failures, cancels=cancels, seed=seed,
@@ -643,6 +677,8 @@ def snapshots_status(
     from choreography import snapshots
 
     settings = _settings(config)
+    snapshots.check_partitions(settings, service, partition)
+    _require_broker(settings)
     rows = snapshots.status(settings, service, partition)
     if as_json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
@@ -677,6 +713,7 @@ def snapshots_drop(
     chosen = snapshots.check_partitions(settings, service, partition)
     shards = snapshots.shards_of(settings, service, partition)
     _confirm(yes, f"Drop the snapshots of {service} partitions {chosen} and restart shards {shards}?")
+    _require_broker(settings)
     with console.status("Writing the reset transaction..."):
         reset = snapshots.drop(settings, service, partition)
     console.print(f"Reset {sum(reset.values())} snapshots in partitions {sorted(reset)}.")
@@ -706,6 +743,7 @@ def snapshots_rebuild(
     settings = _settings(config)
     chosen = snapshots.check_partitions(settings, service, partition)
     _confirm(yes, f"Rebuild the snapshots of {service} partitions {chosen} (their shards restart)?")
+    _require_broker(settings)
     if not _connect_ray(settings):
         _start_ray(settings)
     with console.status("Rebuilding...") as progress:
@@ -759,6 +797,7 @@ def dlq_list(config: ConfigOpt = None) -> None:
     from choreography.redrive import done_marks
 
     settings = _settings(config)
+    _require_broker(settings)
     letters = read_dead_letters(settings.kafka.client_config(), settings.topic_name(DLQ_TOPIC))
     marks = done_marks(settings)
     _print_table(
@@ -799,6 +838,7 @@ def dlq_redrive(
     from choreography.redrive import Deployment, Redriver, redriven_topic, select
 
     settings = _settings(config)
+    _require_broker(settings)
     redriven_topic(settings)
     letters = read_dead_letters(settings.kafka.client_config(), settings.topic_name(DLQ_TOPIC))
     chosen = select(letters, all_=all_, offsets=[*(offsets or []), *(offset or [])], stages=stage or [])
@@ -828,24 +868,46 @@ def dlq_redrive(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one red line and exit 1, never a stack trace."""
+    """Entry point: user and environment errors print one red line and exit 1 (usage errors 2),
+    never a stack trace."""
+    from confluent_kafka import KafkaException
+
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="choreo", standalone_mode=False)
     except USER_ERRORS as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-        sys.exit(1)
+        _fail(str(exc), 1)
+    except KafkaException as exc:
+        _fail(_kafka_message(exc), 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as exc:
-        import click
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        _fail(_usage_message(exc), getattr(exc, "exit_code", 2))
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(Text.assemble(("error: ", "red"), message), soft_wrap=True, highlight=False)
+    sys.exit(code)
+
+
+def _usage_message(exc: Exception) -> str:
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if format_message else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "choreo"
+    message = message.strip()
+    return f"{message}{'' if message.endswith(('.', '?', '!')) else '.'} See '{where} --help'."
+
+
+def _kafka_message(exc: Exception) -> str:
+    error = exc.args[0] if exc.args else exc
+    text = str(error.str()) if hasattr(error, "str") else str(exc)
+    bootstrap = _loaded[-1].kafka.bootstrap_servers if _loaded else "the configured address"
+    if "transport" in text.lower() or "brokers are down" in text.lower() or "timed out" in text.lower():
+        return str(_no_broker(bootstrap))
+    return f"Kafka at {bootstrap}: {text}"
 
 
 if __name__ == "__main__":

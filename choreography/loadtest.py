@@ -3,7 +3,6 @@ number of sagas in flight (closed loop), measure latencies and stage throughput,
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import random
@@ -303,10 +302,7 @@ def write_outputs(report: dict[str, Any], output: Path) -> list[Path]:
     output.mkdir(parents=True, exist_ok=True)
     path = output / "loadtest.json"
     path.write_text(json.dumps(report, indent=2, default=str))
-    written = [path]
-    with contextlib.suppress(ImportError):  # matplotlib is an optional extra
-        written += plot(report, output)
-    return written
+    return [path, *plot(report, output)]
 
 
 def plot(report: dict[str, Any], output: Path) -> list[Path]:
