@@ -25,7 +25,7 @@ from confluent_kafka import (
 )
 from pydantic import BaseModel, ConfigDict, create_model
 
-from actors.aggregate import Aggregate, DomainError
+from actors.aggregate import Aggregate, DomainError, HasDeadlines, benign_rejections
 from actors.dedup import DedupStore, Recorded
 from actors.outcomes import Accepted, Outcome, Rejected
 from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
@@ -72,6 +72,10 @@ class ShardConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     service: str
+    aggregate: str
+    """Import path of the aggregate's class or factory (metadata.services.<service>.aggregate)."""
+    messages: str
+    """Import path of the service's events.Messages (metadata.services.<service>.messages)."""
     shard: int
     shards: int
     partitions: int
@@ -172,6 +176,8 @@ class Shard:
     def __init__(self, config: ShardConfig, aggregate: Aggregate[Any], registry: Registry) -> None:
         self.config = config
         self.aggregate = aggregate
+        self.expiring = aggregate if isinstance(aggregate, HasDeadlines) else None
+        self.benign = benign_rejections(aggregate)
         self.registry = registry
         self.events_topic = events_topic(config.service, config.topic_prefix)
         self.snapshots_topic = snapshots_topic(config.service, config.topic_prefix)
@@ -305,10 +311,9 @@ class Shard:
 
     def _set_entry(self, agg_id: str, entry: Entry) -> None:
         self.entries[agg_id] = entry
-        due_at = getattr(self.aggregate, "due_at", None)
-        if due_at is None:
+        if self.expiring is None:
             return
-        due = due_at(entry.state)
+        due = self.expiring.due_at(entry.state)
         if due is None:
             self.scheduled.pop(agg_id, None)
         elif self.scheduled.get(agg_id) != due:
@@ -444,11 +449,7 @@ class Shard:
         parked: list[str] = []
         for i, outcome in enumerate(outcomes):
             source = batch.sources[i] if batch.sources else None
-            if (
-                source is not None
-                and isinstance(outcome, Rejected)
-                and outcome.code not in self.aggregate.benign_rejections
-            ):
+            if source is not None and isinstance(outcome, Rejected) and outcome.code not in self.benign:
                 # A saga step the aggregate refused must not vanish with its committed offset.
                 letters.append(dead_letter_from(source, self.stage, f"rejected {outcome.code}: {outcome.reason}"))
                 parked.append(outcome.code)
@@ -676,8 +677,7 @@ class Shard:
 
     def due_commands(self, now: datetime | None = None) -> list[Command]:
         """Commands for aggregates whose deadline has passed (e.g. ExpireOrder)."""
-        expire = getattr(self.aggregate, "expire", None)
-        if expire is None or not self.deadlines:
+        if self.expiring is None or not self.deadlines:
             return []
         now = now or utc_now()
         due: list[Command] = []
@@ -685,7 +685,7 @@ class Shard:
             at, agg_id = heapq.heappop(self.deadlines)
             if self.scheduled.get(agg_id) == at:
                 del self.scheduled[agg_id]
-                due.append(expire(agg_id))
+                due.append(self.expiring.expire(agg_id))
         return due
 
     def fire_deadlines(self) -> list[Outcome]:

@@ -13,13 +13,12 @@ from typing import Any
 import ray
 from confluent_kafka import KafkaException
 
-from actors import aggregate_for
 from actors.outcomes import Outcome
 from actors.shard import Shard, ShardConfig, ShardFenced
 from choreography.dlq import DeadLetter, LetterMessage
+from choreography.domain import load_aggregate, load_registry
 from choreography.errors import ShardUnavailable
 from choreography.runtime import actor_options, exit_soon, start_with_retry, tune_gc
-from events import default_registry
 from events.base import Command, DomainModel
 
 log = logging.getLogger("choreo.shard")
@@ -68,7 +67,7 @@ class ShardActor:
         """Fence the predecessor and rehydrate, retrying while the broker is unreachable."""
         self.phase = "rehydrating"
         shard = start_with_retry(
-            lambda: Shard(self.config, aggregate_for(self.config.service, self.config.deadline_s), default_registry()),
+            lambda: Shard(self.config, self._aggregate(), load_registry({self.config.service: self.config.messages})),
             self.config.kafka,
             self.stopping,
             self._report,
@@ -81,6 +80,10 @@ class ShardActor:
         self.detail = "; ".join(f"partition {p}: {why}" for p, why in sorted(shard.broken.items()))
         self.serving.set()
         return True
+
+    def _aggregate(self) -> Any:
+        c = self.config
+        return load_aggregate(c.aggregate, f"metadata.services.{c.service}.aggregate", c.service, c.deadline_s)
 
     def _report(self, detail: str) -> None:
         self.detail = detail

@@ -42,12 +42,12 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| scenario | figure | same-run baseline | ratio |",
         "|---|---|---|---|",
-        f"| e2e orders/s (closed loop) | {c['orders_per_s']:,.0f} | eventsourcing 9.x on SQLite: "
+        f"| e2e orders/s (closed loop) | {c['sagas_per_s']:,.0f} | eventsourcing 9.x on SQLite: "
         f"{e['baselines']['peer_eventsourcing_sqlite']['orders_per_s']:,.0f} | {e['ratios']['choreo_to_peer']:.1f}x |",
-        f"| e2e vs raw Kafka moving the same {c['messages_moved']:,} messages | {c['orders_per_s']:,.0f} orders/s | "
+        f"| e2e vs raw Kafka moving the same {c['messages_moved']:,} messages | {c['sagas_per_s']:,.0f} orders/s | "
         f"{e['baselines']['raw_kafka']['messages_per_s']:,.0f} msg/s | {e['ratios']['choreo_to_raw_kafka']:.2f} |",
-        f"| e2e latency place -> terminal p50 / p99 | {c['latency_ms']['place_to_terminal']['p50']:,.0f} / "
-        f"{c['latency_ms']['place_to_terminal']['p99']:,.0f} ms | | |",
+        f"| e2e latency place -> terminal p50 / p99 | {c['latency_ms']['start_to_terminal']['p50']:,.0f} / "
+        f"{c['latency_ms']['start_to_terminal']['p99']:,.0f} ms | | |",
         f"| rehydration from zero, events/s | {h['rehydration_events_per_s_from_zero']:,.0f} | raw consume "
         f"{h['baselines']['raw_kafka_consume_events_per_s']:,.0f} | {h['ratio_to_raw_consume']:.2f} |",
         f"| rehydration from snapshot (s) / recovery after kill (s) | {h['rehydration_seconds_from_snapshot']:.1f} / "

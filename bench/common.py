@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from choreography.config import Settings, load_settings
-from events import default_registry
 from events.base import Envelope, Event, new_id
-from events.orders import (
+from shop.messages import registry as shop_registry
+from shop.messages.orders import (
     OrderConfirmed,
     OrderLine,
     OrderLineReserved,
@@ -81,7 +81,7 @@ def order_saga_events(orders: int, seed: int = 1, first: int = 0) -> Iterator[tu
 
 
 def encode_all(stream: Iterator[tuple[Envelope, Event]]) -> list[tuple[bytes, bytes]]:
-    registry = default_registry()
+    registry = shop_registry()
     return [(env.aggregate_id.encode(), registry.encode_event(env, payload)) for env, payload in stream]
 
 

@@ -14,15 +14,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from actors import aggregate_for
 from actors.shard import Shard
 from bench.common import Timer, bench_settings, console, produce_blocking, report
 from choreography.config import Settings
 from choreography.kafka_io import consumer_config, watermarks
 from choreography.system import shard_config
 from choreography.topics import ensure_topics
-from events import default_registry
-from events.orders import OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.orders import OrderLine, PlaceOrder
 
 BATCH = 2000
 
@@ -39,7 +38,7 @@ def _one_shard(settings: Settings) -> Settings:
 
 
 def _shard(settings: Settings) -> Shard:
-    return Shard(shard_config(settings, "order", 0), aggregate_for("order"), default_registry())
+    return Shard(shard_config(settings, "order", 0), settings.aggregate("order"), shop_registry())
 
 
 def _topic_bytes(settings: Settings, topic: str) -> tuple[int, int]:
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = _one_shard(bench_settings(args.config, workdir))
     ensure_topics(settings)
     orders = _orders(args.orders)
-    registry = default_registry()
+    registry = shop_registry()
 
     shard = _shard(settings)
     with console.status(f"placing {len(orders):,} orders through one order shard"), Timer() as placing:

@@ -25,11 +25,11 @@ from bench.common import (
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.runtime import tune_gc
 from choreography.topics import ensure_topics, partition_for
-from events import default_registry
 from projections import projection_for
 from projections.base import Table
 from projections.runner import ProjectionRunner
 from projections.sink import ClickHouseSink
+from shop.messages import registry as shop_registry
 
 
 def produce(settings, topic: str, messages: list[tuple[bytes, bytes]], partitions: int) -> float:
@@ -50,7 +50,7 @@ def raw_consume(settings, topic: str, expected: int) -> float:
 
 def run_projection(settings, name: str, sink: ClickHouseSink, expected: int, batch: int) -> tuple[float, int]:
     runner = ProjectionRunner(
-        projection_for(name), sink, settings.kafka.client_config(), default_registry(),
+        projection_for(name), sink, settings.kafka.client_config(), shop_registry(),
         group_id=f"{settings.namespace}-bench-{name}", topics=["order-events"],
         topic_prefix=settings.topic_prefix, batch_size=batch, flush_interval_ms=500,
     )  # fmt: skip
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "events_per_s": n / produce_s, "vs_raw_insert": ""})  # fmt: skip
     rows_out.append({"scenario": "raw confluent-kafka consume", "events": n, "seconds": consume_s,
                      "events_per_s": n / consume_s, "vs_raw_insert": ""})  # fmt: skip
-    registry = default_registry()
+    registry = shop_registry()
     decoded = [registry.decode_event(v, topic, 0, i) for i, (_, v) in enumerate(messages)]
     for name in ("events_raw", "orders"):
         seconds, rows = run_projection(settings, name, sink, n, args.batch)

@@ -14,7 +14,6 @@ from pathlib import Path
 import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from actors import aggregate_for
 from actors.shard import Shard
 from actors.shard_actor import spawn_shard
 from bench.common import Timer, bench_settings, console, order_saga_events, produce_blocking, report, timed_consume
@@ -22,13 +21,13 @@ from choreography.kafka_io import consumer_config, producer_config
 from choreography.runtime import tune_gc
 from choreography.system import shard_config
 from choreography.topics import ensure_topics
-from events import default_registry
-from events.orders import CancelOrder
+from shop.messages import registry as shop_registry
+from shop.messages.orders import CancelOrder
 
 
 def fill_partition(settings, topic: str, events: int, partition: int = 0, first_order: int = 0) -> float:
     """Write `events` order events (6 per order) to one partition; returns seconds spent producing."""
-    registry = default_registry()
+    registry = shop_registry()
     producer = Producer(producer_config(settings.kafka.client_config()))
     with Timer() as t:
         for i, (env, payload) in enumerate(order_saga_events(events // 6 + 1, first=first_order)):
@@ -68,14 +67,14 @@ def main(argv: list[str] | None = None) -> dict:
     config = shard_config(settings, "order", 0)
 
     consume_s = raw_consume(settings, topic, 0, n)
-    shard = Shard(config, aggregate_for("order"), default_registry())
+    shard = Shard(config, settings.aggregate("order"), shop_registry())
     zero = shard.stats
     with Timer() as snap:
         written = shard.snapshot_now()
     shard.close()
     tail = n // 10
     fill_partition(settings, topic, tail, first_order=n // 6 + 1)
-    again = Shard(config, aggregate_for("order"), default_registry())
+    again = Shard(config, settings.aggregate("order"), shop_registry())
     from_snapshot = again.stats
     again.close()
 

@@ -35,8 +35,8 @@ def one_point(config: str | None, shards: int, duration: float, concurrency: int
     ray.shutdown()
     if cluster is not None:
         cluster.shutdown()
-    lat = result["latency_ms"]["place_to_terminal"]
-    return {"shards": shards, "nodes": nodes, "orders_per_s": result["orders_per_s"], "p50_ms": lat["p50"],
+    lat = result["latency_ms"]["start_to_terminal"]
+    return {"shards": shards, "nodes": nodes, "orders_per_s": result["sagas_per_s"], "p50_ms": lat["p50"],
             "p99_ms": lat["p99"], "invariants_ok": result["invariants"]["ok"]}  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -192,19 +193,51 @@ def validate(config: Annotated[Path, typer.Argument(help="Cluster file.")] = Pat
 # ---- demo -------------------------------------------------------------------------
 
 
+WorkloadOpt = Annotated[
+    str | None,
+    typer.Option(help="Workload by import path, module:attribute [default: metadata.workload of the config]."),
+]
+MixOpt = Annotated[
+    list[str] | None,
+    typer.Option("--mix", help="A workload option, KEY=VALUE (repeatable), e.g. --mix declines=0.2."),
+]
+
+
+def _workload(settings: Settings, path: str | None, run: str, seed: int, mix: list[str] | None) -> Any:
+    from choreography.workload import load_workload
+
+    path = path or settings.workload
+    if path is None:
+        raise ConfigError("no workload: set metadata.workload in the config or pass --workload module:attribute")
+    options: dict[str, str] = {}
+    for item in mix or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--mix expects KEY=VALUE, got {item!r}")
+        options[key] = value
+    try:
+        return load_workload(
+            path, "--workload" if path != settings.workload else "metadata.workload", run, seed, options
+        )
+    except ValueError as exc:  # the workload refused its options
+        raise ConfigError(str(exc)) from None
+
+
 @app.command()
 def demo(
-    orders: Annotated[int, typer.Option(help="How many orders to place.")] = 3000,
-    seed: Annotated[int, typer.Option(help="Random seed of the order mix.")] = 7,
+    sagas: Annotated[int, typer.Option(help="How many sagas to run (with the reference app: orders).")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed of the workload.")] = 7,
+    workload: WorkloadOpt = None,
+    mix: MixOpt = None,
     config: ConfigOpt = None,
     start_kafka: Annotated[bool, typer.Option(help="Start the local broker if none runs.")] = True,
 ) -> None:
-    """Start Kafka if needed, run orders through the whole choreography, summarise from ClickHouse.
+    """Start Kafka if needed, run sagas of the declared workload through the whole choreography,
+    and summarise them from ClickHouse.
 
-    The mix: about 5% declined cards, 3% undeliverable addresses, 5% customer cancels and some
-    orders for a scarce SKU that runs out, so every compensation path shows up in the summary."""
-    from choreography.loadtest import LoadSpec, OrderFactory
-    from events import CancelOrder
+    With the reference app's workload every compensation path shows up: declined cards,
+    undeliverable addresses, customer cancels and orders for a scarce SKU that runs out."""
+    from choreography.loadtest import LoadSpec, LoadTest, SagaObserver
 
     settings = _settings(config)
     if start_kafka and _is_local(settings.kafka.bootstrap_servers):
@@ -212,72 +245,43 @@ def demo(
         with console.status("Starting Kafka..."):
             status, started = LocalBroker(port=port).start()
         console.print(f"Kafka {'started' if started else 'already running'} on {status.bootstrap}")
-    run = f"demo-{int(time.time())}"
-    mix = LoadSpec(stockouts=0.05, declines=0.05, ship_failures=0.03, cancels=0.05, seed=seed, skus=40)
-    factory = OrderFactory(run, mix)
-    drawn = [factory.next() for _ in range(orders)]
-    places = [order for order, _ in drawn]
-    cancels = [CancelOrder(order_id=order.order_id) for order, cancel in drawn if cancel]
+    run = f"demo{int(time.time())}"
+    load = _workload(settings, workload, run, seed, mix)
     with _system(config) as system:
-        system.submit_many(factory.stock())
-        started_at = time.perf_counter()
+        system.submit_many(load.setup())
+        test = LoadTest(system, LoadSpec(mode="closed", sagas=sagas, concurrency=min(sagas, 1000)), load, run)
+        observer = SagaObserver(system, run, load)
+        observer.start()
         with _progress() as progress:
-            task = progress.add_task("Placing orders", total=len(places))
-            for batch in _chunks(places, 250):
-                system.submit_many(batch)
-                progress.advance(task, len(batch))
-        system.submit_many(cancels)
-        with _progress() as progress:
-            task = progress.add_task("Sagas finished", total=len(places))
-            done = _wait_terminal(system, run, len(places), lambda n: progress.update(task, completed=n))
-        elapsed = time.perf_counter() - started_at
-        result = system.query(
-            "SELECT status, count() AS orders, sum(total_cents) / 100 AS value, "
-            "round(avg(line_count), 2) AS avg_lines, any(reason) AS example_reason "
-            "FROM orders FINAL WHERE startsWith(order_id, %(run)s) GROUP BY status ORDER BY orders DESC",
-            {"run": run + "-"},
-        )
-        _wait_projection_caught_up(system, settings, "events_raw")
-        trail = system.saga(places[0].order_id)
+            task = progress.add_task("Sagas finished", total=sagas)
+            tick = lambda t, o, started: progress.update(task, completed=len(o.ended))  # noqa: E731
+            seconds = test.run_load(observer, tick)
+            test.drain(observer, time.monotonic() - seconds, tick)
+        observer.stop_flag.set()
+        elapsed = max(v[1] for v in observer.ended.values()) - min(test.started_at.values()) if observer.ended else 0.0
+        summary = system.query(load.summary_sql, {"run": run + "-"}) if hasattr(load, "summary_sql") else None
+        first = next(iter(test.started_at))
+        trail = None
+        if "events_raw" in settings.projections:
+            _wait_projection_caught_up(system, settings, "events_raw")
+            trail = system.saga(first)
+    done = len(observer.ended)
     console.print(
-        f"{done}/{len(places)} orders reached a terminal state in {elapsed:.1f}s "
-        f"({done / elapsed:,.0f} orders/s through the whole choreography)"
+        f"{done}/{sagas} sagas ended in {elapsed:.1f}s ({done / elapsed if elapsed else 0:,.0f} sagas/s through the "
+        f"whole choreography): "
+        + ", ".join(f"{n} {k}" for k, n in Counter(v[0] for v in observer.ended.values()).items())
     )
-    _print_table("Orders by final status (read back from ClickHouse)", result.columns, result.rows)
-    _print_table(
-        f"Saga of {places[0].order_id}",
-        ["service", "event", "version"],
-        [(r[1], r[2], r[4]) for r in trail.rows],
-    )
-
-
-def _wait_terminal(system: Any, run: str, expected: int, report: Any, timeout: float = 300) -> int:
-    deadline = time.monotonic() + timeout
-    done = 0
-    while time.monotonic() < deadline:
-        done = system.query(
-            "SELECT count() FROM orders FINAL WHERE startsWith(order_id, %(run)s) "
-            "AND status IN ('confirmed', 'rejected', 'cancelled')",
-            {"run": run + "-"},
-        ).scalar()
-        report(done)
-        if done >= expected:
-            return int(done)
-        time.sleep(0.25)
-    raise ProjectionTimeout(
-        f"only {done} of {expected} orders reached a terminal state in ClickHouse within {timeout:.0f}s; "
-        "see `choreo lag` for the consumer that is behind"
-    )
+    if summary is not None:
+        _print_table("Summary (read back from ClickHouse)", summary.columns, summary.rows)
+    if trail is not None:
+        _print_table(f"Saga {first}", ["service", "event", "version"], [(r[1], r[2], r[4]) for r in trail.rows])
+    if done < sagas:
+        raise ProjectionTimeout(f"only {done} of {sagas} sagas ended; see `choreo lag` for the consumer that is behind")
 
 
 def _is_local(bootstrap: str) -> bool:
     host = bootstrap.split(",")[0].rsplit(":", 1)[0]
     return host in ("127.0.0.1", "localhost")
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _progress() -> Progress:
@@ -315,9 +319,8 @@ def submit(
         raise InvalidCommand(f"payload is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidCommand("payload must be a JSON object")
-    from events import default_registry
 
-    command = default_registry().parse_command(command_type, data)  # validate before starting Ray
+    command = _settings(config).registry().parse_command(command_type, data)  # validate before starting Ray
     with _system(config) as system:
         events = system.submit(command)
     _print_table(
@@ -369,6 +372,7 @@ def history(
         read_topic(
             settings.kafka.client_config(),
             settings.topic_name(events_topic(service)),
+            settings.registry(),
             partitions=[partition_for(aggregate_id, settings.partitions(service))],
             key=aggregate_id.encode(),
         ),
@@ -446,8 +450,6 @@ app.add_typer(projections_app, name="projections")
 @projections_app.command("list")
 def projections_list(config: ConfigOpt = None) -> None:
     """Show each projection's tables, events and rows stored, poison and parked events."""
-    from projections import projection_for
-
     settings = _settings(config)
     with _system(config, policies=False) as system:
         status = system.projection_status()
@@ -455,7 +457,7 @@ def projections_list(config: ConfigOpt = None) -> None:
         "Projections",
         ["name", "tables", "topics", "events (this run)", "rows (this run)", "poison", "parked", "rebuilding"],
         [
-            (name, ", ".join(t.name for t in projection_for(name).tables), ", ".join(spec.topics),
+            (name, ", ".join(t.name for t in settings.projection(name).tables), ", ".join(spec.topics),
              status.get(name, {}).get("events", 0), status.get(name, {}).get("rows", 0),
              status.get(name, {}).get("poison", 0), status.get(name, {}).get("parked", 0),
              "yes" if status.get(name, {}).get("rebuild") is not None else "")
@@ -525,8 +527,8 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
 
 @app.command()
 def loadtest(
-    duration: Annotated[float, typer.Option(help="Seconds of load (open loop, or closed without --orders).")] = 30,
-    rate: Annotated[float, typer.Option(help="Open loop: orders offered per second.")] = 500,
+    duration: Annotated[float, typer.Option(help="Seconds of load (open loop, or closed without --sagas).")] = 30,
+    rate: Annotated[float, typer.Option(help="Open loop: sagas started per second.")] = 500,
     closed: Annotated[
         bool,
         typer.Option(
@@ -534,38 +536,39 @@ def loadtest(
         ),
     ] = False,
     concurrency: Annotated[int, typer.Option(help="Closed loop: sagas in flight.")] = 2000,
-    orders: Annotated[int | None, typer.Option(help="Stop after this many orders.")] = None,
-    lines: Annotated[int, typer.Option(help="Lines per order.", min=1, max=20)] = 2,
-    stockouts: Annotated[float, typer.Option(help="Share of orders asking for a scarce SKU.")] = 0.10,
-    declines: Annotated[float, typer.Option(help="Share of orders whose card is declined.")] = 0.10,
-    ship_failures: Annotated[float, typer.Option(help="Share of orders with an undeliverable address.")] = 0.05,
-    cancels: Annotated[float, typer.Option(help="Share of orders the customer cancels.")] = 0.05,
+    sagas: Annotated[int | None, typer.Option(help="Stop after starting this many sagas.")] = None,
+    workload: WorkloadOpt = None,
+    mix: MixOpt = None,
     shards: Annotated[list[str] | None, typer.Option(help="Override shard counts, e.g. --shards order=4.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed of the order mix.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed of the workload.")] = 1,
     output: Annotated[Path, typer.Option(help="Directory for loadtest.json and PNG plots.")] = Path("loadtest-results"),
     config: ConfigOpt = None,
 ) -> None:
-    """Drive the whole choreography and report orders/s, latencies, stages, errors and invariants.
+    """Drive the whole choreography with the declared workload and report sagas/s, latencies,
+    stages, errors and the workload's invariant audit.
 
-    Runs against a local system by default, or the Ray cluster in RAY_ADDRESS. Exits 1 when an
-    invariant breaks."""
+    Runs against a local system by default, or the Ray cluster in RAY_ADDRESS. The reference
+    app's workload takes --mix lines=N, stockouts=, declines=, ship_failures=, cancels= (shares
+    between 0 and 1). Exits 1 when an invariant breaks."""
     from rich.live import Live
 
-    from choreography.loadtest import LoadSpec, LoadTest, SagaObserver, write_outputs
+    from choreography.loadtest import LoadSpec, LoadTest, SagaObserver, new_run_id, write_outputs
     from choreography.system import System
 
     settings = _with_shards(_settings(config), shards or [])
+    run = new_run_id()
+    load = _workload(settings, workload, run, seed, mix)
     _require_broker(settings)
     spec = LoadSpec(
-        mode="closed" if closed else "open", rate=rate, duration=duration, orders=orders, concurrency=concurrency,
-        lines=lines, stockouts=stockouts, declines=declines, ship_failures=ship_failures, cancels=cancels, seed=seed,
+        mode="closed" if closed else "open", rate=rate, duration=duration, sagas=sagas, concurrency=concurrency,
+        seed=seed,
     )  # fmt: skip
     with console.status("Starting Ray actors (shards rehydrate from Kafka)..."):
         system = System(settings)
     try:
-        test = LoadTest(system, spec)
-        system.submit_many(test.factory.stock())
-        observer = SagaObserver(system, test.run)
+        test = LoadTest(system, spec, load, run)
+        system.submit_many(load.setup())
+        observer = SagaObserver(system, run, load)
         observer.start()
         with Live(_load_table(test, observer, 0.0), console=console, refresh_per_second=2) as live:
             tick = lambda t, o, started: live.update(_load_table(t, o, time.monotonic() - started))  # noqa: E731
@@ -577,6 +580,7 @@ def loadtest(
             report = test.report(observer, load_seconds)
     finally:
         system.close()
+    report["workload"] = {"path": workload or settings.workload, "mix": dict(m.split("=", 1) for m in mix or [])}
     paths = write_outputs(report, output)
     _print_load_summary(report)
     console.print("wrote " + ", ".join(str(p) for p in paths))
@@ -604,11 +608,11 @@ def _load_table(test: Any, observer: Any, elapsed: float) -> Table:
         completed = (samples[-1].completed - samples[0].completed) / dt
     lag = samples[-1].lag if samples else {}
     table = Table(title=f"choreo loadtest {test.run} ({test.spec.mode} loop) - {elapsed:,.0f}s")
-    for col in ("offered/s", "completed/s", "placed", "completed", "in flight", "lag", "errors"):
+    for col in ("offered/s", "completed/s", "started", "completed", "in flight", "lag", "errors"):
         table.add_column(col, justify="right")
     table.add_row(
-        f"{offered:,.0f}", f"{completed:,.0f}", f"{len(test.placed_at):,}", f"{len(observer.ended):,}",
-        f"{len(test.placed_at) - len(observer.ended):,}", " ".join(f"{k}={v}" for k, v in sorted(lag.items())) or "-",
+        f"{offered:,.0f}", f"{completed:,.0f}", f"{len(test.started_at):,}", f"{len(observer.ended):,}",
+        f"{len(test.started_at) - len(observer.ended):,}", " ".join(f"{k}={v}" for k, v in sorted(lag.items())) or "-",
         str(sum(test.errors.values())),
     )  # fmt: skip
     return table
@@ -616,12 +620,12 @@ def _load_table(test: Any, observer: Any, elapsed: float) -> Table:
 
 def _print_load_summary(report: dict[str, Any]) -> None:
     lat = report["latency_ms"]
-    table = Table(title=f"Load test {report['run']}: {report['orders']:,} orders")
+    table = Table(title=f"Load test {report['run']}: {report['sagas']:,} sagas")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("orders/s (completed, sustained)", f"{report['orders_per_s']:,.0f}")
-    table.add_row("orders/s offered", f"{report['offered_orders_per_s']:,.0f}")
-    for name in ("place_to_terminal", "place_to_visible"):
+    table.add_row("sagas/s (completed, sustained)", f"{report['sagas_per_s']:,.0f}")
+    table.add_row("sagas/s offered", f"{report['offered_sagas_per_s']:,.0f}")
+    for name in ("start_to_terminal", "start_to_visible"):
         p = lat[name]
         table.add_row(
             f"{name} p50/p95/p99/max ms", f"{p['p50']:,.0f} / {p['p95']:,.0f} / {p['p99']:,.0f} / {p['max']:,.0f}"
@@ -638,19 +642,51 @@ def _print_load_summary(report: dict[str, Any]) -> None:
 
 @app.command()
 def saga(
-    order_id: Annotated[str, typer.Argument(help="Order id (the saga's correlation id).")],
+    saga_id: Annotated[str, typer.Argument(help="The saga's correlation id (with the reference app: an order id).")],
     config: ConfigOpt = None,
 ) -> None:
-    """Print one order's cross-service event trail, in order: the saga's audit log."""
+    """Print one saga's cross-service event trail, in order: its audit log (needs the events_raw projection)."""
     with _system(config) as system:
-        trail = system.saga(order_id)
+        trail = system.saga(saga_id)
     if not trail.rows:
-        raise ValueError(f"no events correlated with {order_id!r}")
+        raise ValueError(f"no events correlated with {saga_id!r}")
     _print_table(
-        f"Saga {order_id}",
+        f"Saga {saga_id}",
         ["time", "service", "event", "aggregate", "version", "payload"],
         [(str(r[0]), r[1], r[2], r[3], r[4], r[7]) for r in trail.rows],
     )
+
+
+schemas_app = typer.Typer(
+    help="Check that every declared event stays readable: compare its JSON schema with the committed snapshot.",
+    no_args_is_help=True,
+)
+app.add_typer(schemas_app, name="schemas")
+
+
+def _schemas(config: Path | None, write: bool) -> None:
+    from events.schemas import run
+
+    settings = _settings(config)
+    if settings.schema_snapshot is None:
+        raise ConfigError("no schema snapshot: set metadata.schema_snapshot in the config (a path)")
+    code = run(write, Path(settings.schema_snapshot), settings.registry(), "choreo schemas write")
+    if code:
+        raise typer.Exit(code)
+
+
+@schemas_app.command("check")
+def schemas_check(config: ConfigOpt = None) -> None:
+    """Exit 1, one line per problem, when an event changed incompatibly: a type or property
+    removed, a property's type changed, a property made required, or a raised schema_version
+    without an upcaster for every step."""
+    _schemas(config, write=False)
+
+
+@schemas_app.command("write")
+def schemas_write(config: ConfigOpt = None) -> None:
+    """Rewrite the snapshot from the current event models (after a compatible change)."""
+    _schemas(config, write=True)
 
 
 snapshots_app = typer.Typer(

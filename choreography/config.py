@@ -9,7 +9,19 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from actors import SERVICES
+from actors.aggregate import Aggregate
+from choreography.domain import (
+    IMPORT_PATH,
+    DeclarationError,
+    load_aggregate,
+    load_projection,
+    load_registry,
+    load_wiring,
+    resolve,
+)
+from choreography.policies import On, source_services
+from events.registry import Registry
+from projections.base import Projection
 
 ENV_KAFKA_BOOTSTRAP = "CHOREO_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
@@ -44,6 +56,13 @@ class TopicSpec(Strict):
 
 
 class ServiceSpec(Strict):
+    aggregate: str = Field(pattern=IMPORT_PATH)
+    """`module:attribute` of the aggregate's class or factory (see actors.aggregate.Aggregate)."""
+    messages: str = Field(pattern=IMPORT_PATH)
+    """`module:attribute` of the service's events.Messages: its events, commands and upcasters."""
+    policies: str | None = Field(default=None, pattern=IMPORT_PATH)
+    """`module:attribute` of the service's wiring table, a list of choreography.On rows: the
+    other services' events it reacts to and the policy that turns each into its commands."""
     shards: int = Field(ge=1, le=1024)
     snapshot_every: int = Field(default=1000, ge=1)
     """Write a snapshot checkpoint after this many events per partition."""
@@ -51,15 +70,18 @@ class ServiceSpec(Strict):
     poll_ms: int = Field(default=25, ge=1, le=10_000)
     """How long shards and policy runners gather a batch; one Kafka transaction per batch."""
     policy_runners: int = Field(default=1, ge=0, le=64)
-    """Ray actors running this service's policies (0: the service reacts to nothing)."""
+    """Ray actors running this service's policies (none when it declares no policies)."""
     deadline_s: float | None = Field(default=None, gt=0)
-    """Orders only: cancel and compensate an order not confirmed within this many seconds."""
+    """Expire an aggregate this many seconds after it asks for it (the aggregate must implement
+    actors.aggregate.HasDeadlines; its factory gets `deadline=timedelta(seconds=deadline_s)`)."""
     dedup_window_s: float = Field(default=86_400.0, gt=0)
     """How long a client command id is remembered: a resubmit within it returns the original
     outcome. The `<service>-dedup` topic must retain at least this long."""
 
 
 class ProjectionSpec(Strict):
+    projection: str = Field(pattern=IMPORT_PATH)
+    """`module:attribute` of the projections.Projection subclass."""
     topics: list[str] = Field(min_length=1)
     batch_size: int = Field(default=50_000, ge=1)
     flush_interval_ms: int = Field(default=200, ge=1)
@@ -84,13 +106,16 @@ class Settings(Strict):
     """Prepended to every topic name; lets several deployments (or test runs) share a broker."""
     state_dir: str = ".choreo/state"
     """Local directory for the shards' dedup indexes (caches of the dedup topics)."""
+    schema_snapshot: str | None = None
+    """The committed JSON-schema snapshot of every declared event (`choreo schemas check`)."""
+    workload: str | None = Field(default=None, pattern=IMPORT_PATH)
+    """`module:attribute` of the default workload of `choreo loadtest` and `choreo demo`
+    (see choreography.workload.Workload)."""
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         names = {t.name: t for t in self.topics}
         for service, spec in self.services.items():
-            if service not in SERVICES:
-                raise ValueError(f"services.{service}: unknown service; known: {', '.join(SERVICES)}")
             for kind in ("commands", "events", "snapshots", "dedup"):
                 if f"{service}-{kind}" not in names:
                     raise ValueError(f"services.{service}: topic '{service}-{kind}' is not declared")
@@ -110,7 +135,58 @@ class Settings(Strict):
             for topic in proj.topics:
                 if topic not in names:
                     raise ValueError(f"projections.{name}.topics: topic {topic!r} is not declared")
+        self._check_domain()
         return self
+
+    def _check_domain(self) -> None:
+        """Import every declared aggregate, message bundle, wiring table and projection, and check
+        them against the runtime's contracts (messages fit their service, policies react to
+        declared services, commands go to declared services)."""
+        try:
+            registry = self.registry()
+            for service in self.services:
+                self.aggregate(service)
+                for row in self.wiring(service):
+                    source = row.event.aggregate_type
+                    if source not in self.services:
+                        raise DeclarationError(
+                            f"metadata.services.{service}.policies: reacts to {row.event.type_name()} of "
+                            f"undeclared service {source!r}"
+                        )
+                    if row.event.type_name() not in registry.events:
+                        raise DeclarationError(
+                            f"metadata.services.{service}.policies: reacts to {row.event.type_name()}, which "
+                            f"services.{source}.messages does not declare"
+                        )
+            for name in self.projections:
+                self.projection(name)
+            if self.workload:
+                resolve(self.workload, "metadata.workload")
+        except DeclarationError as exc:
+            raise ValueError(str(exc).removeprefix("metadata.")) from None
+
+    # ---- the declared domain (imported in whichever process asks) ---------------------------
+
+    def messages_paths(self) -> dict[str, str]:
+        return {service: spec.messages for service, spec in self.services.items()}
+
+    def registry(self) -> Registry:
+        """Every declared service's commands and events, with their upcasters."""
+        return load_registry(self.messages_paths())
+
+    def aggregate(self, service: str) -> Aggregate[Any]:
+        spec = self.services[service]
+        return load_aggregate(spec.aggregate, f"metadata.services.{service}.aggregate", service, spec.deadline_s)
+
+    def wiring(self, service: str) -> list[On]:
+        return load_wiring(self.services[service].policies, f"metadata.services.{service}.policies", service)
+
+    def sources(self, service: str) -> list[str]:
+        """The services whose events `service` reacts to."""
+        return source_services(self.wiring(service))
+
+    def projection(self, name: str) -> Projection:
+        return load_projection(self.projections[name].projection, f"metadata.projections.{name}.projection", name)
 
     def topic(self, name: str) -> TopicSpec:
         for t in self.topics:

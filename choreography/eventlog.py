@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer
 
 from choreography.kafka_io import consumer_config, partitions_of, read_to_end
-from events import default_registry
 from events.base import StoredEvent
 from events.registry import DecodeError, Registry
 
@@ -16,14 +15,13 @@ from events.registry import DecodeError, Registry
 def read_topic(
     kafka: dict[str, str],
     topic: str,
+    registry: Registry,
     partitions: list[int] | None = None,
-    registry: Registry | None = None,
     skip_undecodable: bool = False,
     key: bytes | None = None,
     key_prefix: bytes | None = None,
 ) -> Iterator[StoredEvent]:
     """Every committed event of `topic` (or of some partitions), decoded, oldest first per partition."""
-    registry = registry or default_registry()
     consumer = Consumer(consumer_config(kafka, f"choreo-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
     try:
         wanted = partitions_of(consumer, topic) if partitions is None else partitions

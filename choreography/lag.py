@@ -14,7 +14,6 @@ from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicP
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from choreography.config import Settings
-from choreography.policies import WIRING, source_services
 from choreography.runtime import actor_options
 from choreography.topics import commands_topic, events_topic
 
@@ -42,8 +41,8 @@ def consumer_groups(settings: Settings) -> list[tuple[str, str, list[str]]]:
     groups: list[tuple[str, str, list[str]]] = []
     for service in settings.services:
         groups.append((f"{ns}-{service}-shards", "shard", [commands_topic(service, prefix)]))
-        if settings.services[service].policy_runners:
-            sources = [s for s in source_services(WIRING[service]) if s in settings.services]
+        if settings.services[service].policy_runners and settings.services[service].policies:
+            sources = settings.sources(service)
             groups.append((f"{ns}-policy-{service}", "policy", [events_topic(s, prefix) for s in sources]))
     for name, spec in settings.projections.items():
         groups.append((f"{ns}-projection-{name}", "projection", [f"{prefix}{t}" for t in spec.topics]))

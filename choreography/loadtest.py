@@ -17,17 +17,13 @@ from confluent_kafka import Consumer, TopicPartition
 
 from choreography.errors import ShardUnavailable
 from choreography.eventlog import read_topic
-from choreography.invariants import audit
 from choreography.kafka_io import consumer_config
 from choreography.lag import consumer_lag
 from choreography.system import System
 from choreography.topics import events_topic
-from events import AddStock, CancelOrder, OrderLine, PlaceOrder
+from choreography.workload import Workload
 from events.base import Command
 from events.registry import TYPE_HEADER
-
-TERMINAL = {"OrderConfirmed": "confirmed", "OrderRejected": "rejected", "OrderCancelled": "cancelled"}
-SERVICES = ("order", "inventory", "payment", "shipping")
 
 
 @dataclass
@@ -35,61 +31,24 @@ class LoadSpec:
     mode: str = "open"
     """open: a fixed --rate for --duration; closed: keep --concurrency sagas in flight."""
     rate: float = 500.0
+    """Open loop: sagas started per second."""
     duration: float = 30.0
-    orders: int | None = None
-    """Stop after this many orders (either mode)."""
+    sagas: int | None = None
+    """Stop after starting this many sagas (either mode)."""
     concurrency: int = 2000
-    lines: int = 2
-    stockouts: float = 0.10
-    declines: float = 0.10
-    ship_failures: float = 0.05
-    cancels: float = 0.05
     seed: int = 1
     drain_timeout: float = 120.0
-    skus: int = 200
-
-
-class OrderFactory:
-    """Orders of one run: their own SKUs (plenty of stock, plus one scarce SKU) and the mix."""
-
-    def __init__(self, run: str, spec: LoadSpec) -> None:
-        self.run, self.spec = run, spec
-        self.rng = random.Random(spec.seed)
-        self.skus = [f"{run}-sku-{i}" for i in range(spec.skus)]
-        self.scarce = f"{run}-sku-scarce"
-        self.count = 0
-
-    def stock(self) -> list[Command]:
-        adds: list[Command] = [AddStock(sku=s, quantity=10_000_000) for s in self.skus]
-        return [*adds, AddStock(sku=self.scarce, quantity=1)]
-
-    def next(self) -> tuple[PlaceOrder, bool]:
-        rng, spec = self.rng, self.spec
-        skus = rng.sample(self.skus, spec.lines)
-        if rng.random() < spec.stockouts:
-            skus[0] = self.scarce
-        roll = rng.random()
-        order = PlaceOrder(
-            order_id=f"{self.run}-{self.count}",
-            customer_id=f"{self.run}-c{rng.randrange(10_000)}",
-            lines=tuple(
-                OrderLine(sku=s, quantity=rng.randint(1, 3), unit_price_cents=rng.randint(100, 9000)) for s in skus
-            ),
-            payment_token="tok_chargeDeclined" if roll < spec.declines else "tok_visa",
-            shipping_address="Nowhere 0" if spec.declines <= roll < spec.declines + spec.ship_failures else "1 Main St",
-        )
-        self.count += 1
-        return order, rng.random() < spec.cancels
 
 
 class SagaObserver(threading.Thread):
-    """Follows order-events from now on; records when each of the run's orders ends and counts
-    every stage per second."""
+    """Follows the workload's saga topic from now on; records when each of the run's sagas ends
+    (its terminal event) and counts every event type per second."""
 
-    def __init__(self, system: System, run: str) -> None:
+    def __init__(self, system: System, run: str, workload: Workload) -> None:
         super().__init__(name="observer", daemon=True)
         settings = system.settings
-        self.topic = settings.topic_name(events_topic("order"))
+        self.outcomes = dict(workload.outcomes)
+        self.topic = settings.topic_name(workload.saga_topic)
         self.prefix = f"{run}-".encode()
         self.consumer = Consumer(
             consumer_config(settings.kafka.client_config(), f"{settings.namespace}-loadtest-{run}")
@@ -112,10 +71,10 @@ class SagaObserver(threading.Thread):
                 kind = raw_kind.decode() if isinstance(raw_kind, bytes) else raw_kind
                 with self.lock:
                     self.stages[int(now)][kind] += 1
-                    if kind in TERMINAL:
-                        order_id = (msg.key() or b"").decode()
-                        self.ended[order_id] = (
-                            TERMINAL[kind],
+                    if kind in self.outcomes:
+                        saga_id = (msg.key() or b"").decode()
+                        self.ended[saga_id] = (
+                            self.outcomes[kind],
                             now,
                             (self.topic, msg.partition() or 0, msg.offset() or 0),
                         )
@@ -147,16 +106,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def new_run_id() -> str:
+    """A run id that prefixes every aggregate id of the run."""
+    return f"lt{int(time.time())}{random.Random().randrange(1000):03d}"
+
+
 class LoadTest:
-    def __init__(self, system: System, spec: LoadSpec, visible_projection: str = "saga_outcomes") -> None:
-        self.system, self.spec = system, spec
-        self.run = f"lt{int(time.time())}{random.Random().randrange(1000):03d}"
-        self.factory = OrderFactory(self.run, spec)
-        self.placed_at: dict[str, float] = {}
+    def __init__(self, system: System, spec: LoadSpec, workload: Workload, run: str) -> None:
+        self.system, self.spec, self.workload, self.run = system, spec, workload, run
+        self.started_at: dict[str, float] = {}
         self.visible_at: dict[str, float] = {}
         self.errors: Counter[str] = Counter()
         self.samples: list[Sample] = []
-        self.visible_projection = visible_projection if visible_projection in system.projection_hosts else None
+        visible = workload.visible_projection
+        self.visible_projection = visible if visible in system.projection_hosts else None
 
     # ---- driving ---------------------------------------------------------------------
 
@@ -171,28 +134,28 @@ class LoadTest:
                 self.errors[f"rejected:{outcome.code}"] += 1  # type: ignore[union-attr]
 
     def _offer(self, n: int) -> None:
-        places: list[Command] = []
-        cancels: list[Command] = []
+        """Start n sagas: every saga's first command in one batch, then every second one..."""
+        waves: list[list[Command]] = []
         now = time.time()
         for _ in range(n):
-            order, cancel = self.factory.next()
-            places.append(order)
-            self.placed_at[order.order_id] = now
-            if cancel:
-                cancels.append(CancelOrder(order_id=order.order_id))
-        self._submit(places)
-        if cancels:
-            self._submit(cancels)
+            saga = self.workload.next_saga()
+            self.started_at[saga.saga_id] = now
+            for i, command in enumerate(saga.commands):
+                if i == len(waves):
+                    waves.append([])
+                waves[i].append(command)
+        for wave in waves:
+            self._submit(wave)
 
     def run_load(self, observer: SagaObserver, on_tick: Any = None) -> float:
         spec = self.spec
         started = time.monotonic()
-        limit = spec.orders if spec.orders is not None else 1 << 62
+        limit = spec.sagas if spec.sagas is not None else 1 << 62
         next_sample = started
         while True:
             elapsed = time.monotonic() - started
-            sent = len(self.placed_at)
-            if sent >= limit or (spec.orders is None and elapsed >= spec.duration):
+            sent = len(self.started_at)
+            if sent >= limit or (spec.sagas is None and elapsed >= spec.duration):
                 break
             if spec.mode == "open":
                 due = min(int(spec.rate * elapsed) - sent, 1000, limit - sent)
@@ -212,8 +175,8 @@ class LoadTest:
     def drain(self, observer: SagaObserver, started: float, on_tick: Any = None) -> None:
         deadline = time.monotonic() + self.spec.drain_timeout
         while time.monotonic() < deadline:
-            if len(observer.ended) >= len(self.placed_at) and (
-                self.visible_projection is None or len(self.visible_at) >= len(self.placed_at)
+            if len(observer.ended) >= len(self.started_at) and (
+                self.visible_projection is None or len(self.visible_at) >= len(self.started_at)
             ):
                 break
             time.sleep(0.25)
@@ -232,7 +195,7 @@ class LoadTest:
                 self.errors["lag_sample_failed"] += 1
         elif self.samples:
             lag = dict(self.samples[-1].lag)
-        self.samples.append(Sample(time.monotonic() - started, len(self.placed_at), len(observer.ended), dict(lag)))
+        self.samples.append(Sample(time.monotonic() - started, len(self.started_at), len(observer.ended), dict(lag)))
 
     def _track_visibility(self, observer: SagaObserver) -> None:
         if self.visible_projection is None:
@@ -252,27 +215,27 @@ class LoadTest:
 
     def report(self, observer: SagaObserver, load_seconds: float) -> dict[str, Any]:
         ended = dict(observer.ended)
-        to_terminal = [(ended[o][1] - t) * 1000 for o, t in self.placed_at.items() if o in ended]
-        to_visible = [(self.visible_at[o] - t) * 1000 for o, t in self.placed_at.items() if o in self.visible_at]
-        completion_span = (max(v[1] for v in ended.values()) - min(self.placed_at.values())) if ended else 0
+        to_terminal = [(ended[o][1] - t) * 1000 for o, t in self.started_at.items() if o in ended]
+        to_visible = [(self.visible_at[o] - t) * 1000 for o, t in self.started_at.items() if o in self.visible_at]
+        completion_span = (max(v[1] for v in ended.values()) - min(self.started_at.values())) if ended else 0
         outcomes = Counter(v[0] for v in ended.values())
         stage_totals: Counter[str] = Counter()
         for counts in observer.stages.values():
             stage_totals.update(counts)
-        stuck = len(self.placed_at) - len(ended)
+        stuck = len(self.started_at) - len(ended)
         invariants = self.check_invariants()
         return {
             "run": self.run,
             "spec": asdict(self.spec),
-            "orders": len(self.placed_at),
+            "sagas": len(self.started_at),
             "completed": len(ended),
             "stuck": stuck,
             "load_seconds": load_seconds,
-            "offered_orders_per_s": len(self.placed_at) / load_seconds if load_seconds else 0,
-            "orders_per_s": len(ended) / completion_span if completion_span else 0,
+            "offered_sagas_per_s": len(self.started_at) / load_seconds if load_seconds else 0,
+            "sagas_per_s": len(ended) / completion_span if completion_span else 0,
             "latency_ms": {
-                "place_to_terminal": percentiles(to_terminal),
-                "place_to_visible": percentiles(to_visible),
+                "start_to_terminal": percentiles(to_terminal),
+                "start_to_visible": percentiles(to_visible),
             },
             "outcomes": dict(outcomes),
             "stages_per_s": {k: v / completion_span for k, v in stage_totals.items()} if completion_span else {},
@@ -283,19 +246,19 @@ class LoadTest:
         }
 
     def check_invariants(self) -> dict[str, Any]:
+        """The workload's audit of every event of the run (keys `<run>-...`) in every service's log."""
         settings = self.system.settings
         kafka = settings.kafka.client_config()
         prefix = f"{self.run}-".encode()
         events = [
-            e for svc in SERVICES
-            for e in read_topic(kafka, settings.topic_name(events_topic(svc)), key_prefix=prefix, skip_undecodable=True)
+            e for svc in settings.services
+            for e in read_topic(kafka, settings.topic_name(events_topic(svc)), self.system.registry,
+                                key_prefix=prefix, skip_undecodable=True)
         ]  # fmt: skip
-        result = audit(events, order_ids=list(self.placed_at), skus=[*self.factory.skus, self.factory.scarce])
+        result = self.workload.audit(events, list(self.started_at))
         dead = len(self.system.dead_letters())
-        ok = result.ok and dead == 0
-        return {"ok": ok, "violations": result.violations, "dead_letters": dead, "events_audited": len(events),
-                "captured_cents": result.captured_cents, "refunded_cents": result.refunded_cents,
-                "confirmed_cents": result.confirmed_cents}  # fmt: skip
+        return {"ok": result.ok and dead == 0, "violations": result.violations, "dead_letters": dead,
+                "events_audited": len(events), **result.figures}  # fmt: skip
 
 
 def write_outputs(report: dict[str, Any], output: Path) -> list[Path]:
@@ -323,19 +286,19 @@ def plot(report: dict[str, Any], output: Path) -> list[Path]:
         return out
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(t, rate("offered"), label="offered orders/s")
-    ax.plot(t, rate("completed"), label="completed orders/s")
+    ax.plot(t, rate("offered"), label="offered sagas/s")
+    ax.plot(t, rate("completed"), label="completed sagas/s")
     ax.set_xlabel("seconds")
-    ax.set_ylabel("orders/s")
+    ax.set_ylabel("sagas/s")
     ax.legend()
     ax.set_title("Throughput")
     paths.append(_save(plt, fig, output / "throughput.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    lat = report["latency_ms"]["place_to_terminal"]
+    lat = report["latency_ms"]["start_to_terminal"]
     ax.bar(["p50", "p95", "p99", "max"], [lat["p50"], lat["p95"], lat["p99"], lat["max"]])
     ax.set_ylabel("ms")
-    ax.set_title("Latency place -> terminal")
+    ax.set_title("Latency start -> terminal")
     paths.append(_save(plt, fig, output / "latency.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))

@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.shard import position
 from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
+from choreography.domain import load_registry, load_wiring
 from choreography.kafka_io import consumer_config, data_messages, producer_config
-from choreography.policies import WIRING, run_policies, source_services
+from choreography.policies import run_policies, source_services
 from choreography.runtime import actor_options, start_with_retry, tune_gc
 from choreography.topics import commands_topic, dlq_topic, events_topic, partition_for
-from events import default_registry
 from events.base import Command
 from events.registry import DecodeError
 
@@ -29,6 +29,10 @@ class RunnerConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     service: str
+    policies: str
+    """Import path of the service's wiring table (metadata.services.<service>.policies)."""
+    messages: dict[str, str]
+    """Import path of every service's events.Messages, to decode the events it reacts to."""
     index: int
     runners: int
     kafka: dict[str, str]
@@ -51,8 +55,8 @@ class RunnerConfig(BaseModel):
 class PolicyRunner:
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
-        self.wiring = WIRING[config.service]
-        self.registry = default_registry()
+        self.wiring = load_wiring(config.policies, f"metadata.services.{config.service}.policies", config.service)
+        self.registry = load_registry(config.messages)
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.stage = f"policy {config.service}-{config.index}"
         self.producer = Producer(producer_config(config.kafka, config.transactional_id))

@@ -26,14 +26,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from actors import aggregate_for
+from actors.aggregate import benign_rejections
 from actors.outcomes import Accepted, Rejected
 from choreography.config import Settings
 from choreography.dlq import DeadLetter, LetterMessage, dead_letter_from, send_dead_letter
 from choreography.kafka_io import consumer_config, partitions_of, producer_config, read_to_end
-from choreography.policies import WIRING, run_policies
+from choreography.policies import run_policies
 from choreography.topics import DLQ_TOPIC, commands_topic, partition_for, shard_for
-from events import default_registry
 from events.base import Command
 
 REDRIVEN_TOPIC = "choreo-redriven"
@@ -112,7 +111,7 @@ class Redriver:
         self.settings = settings
         self.shards = shards
         self.hosts = hosts
-        self.registry = default_registry()
+        self.registry = settings.registry()
         self.marks_topic = redriven_topic(settings)
         self.dlq_topic = settings.topic_name(DLQ_TOPIC)
         self._producer: Producer | None = None
@@ -157,11 +156,11 @@ class Redriver:
 
     def _policy(self, letter: DeadLetter) -> Redriven:
         service = letter.stage_target.rsplit("-", 1)[0]
-        if service not in WIRING or service not in self.settings.services:
+        if service not in self.settings.services or not self.settings.services[service].policies:
             return Redriven(letter, "failed", f"no policies of service {service!r}")
         try:
             stored = self.registry.decode_event(letter.value, letter.source_topic, letter.partition, letter.offset)
-            commands = run_policies(WIRING[service], stored)
+            commands = run_policies(self.settings.wiring(service), stored)
         except Exception as exc:
             return self._park_again(letter, _error(exc))
         producer = self.producer
@@ -195,7 +194,7 @@ class Redriver:
             return Redriven(letter, "done", f"{type(command).__name__} accepted: {len(outcome.events)} event(s)")
         assert isinstance(outcome, Rejected)
         rejected = f"{type(command).__name__} rejected {outcome.code}: {outcome.reason}"
-        if outcome.code in aggregate_for(command.target).benign_rejections:
+        if outcome.code in benign_rejections(self.settings.aggregate(command.target)):
             return Redriven(letter, "done", f"{rejected} (benign, no effect)")
         return Redriven(letter, "parked again", rejected)
 
@@ -288,7 +287,7 @@ class Deployment:
         def spawn() -> Any:
             hosts = spawn_projection_hosts(
                 s.clickhouse.dsn, s.kafka.client_config(), s.namespace, s.topic_prefix,
-                {n: p.model_dump() for n, p in chosen.items()},
+                {n: p.model_dump() for n, p in chosen.items()}, s.messages_paths(),
             )  # fmt: skip
             return hosts[projection]
 

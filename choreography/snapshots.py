@@ -11,7 +11,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from actors import aggregate_for
 from actors.shard import CHECKPOINT_KEY, Entry, ShardConfig, SnapshotCodec
 from choreography.config import Settings
 from choreography.kafka_io import consumer_config, producer_config, read_to_end, watermarks
@@ -77,7 +76,7 @@ def status(settings: Settings, service: str, partitions: list[int] | None = None
     """Per partition: checkpoint offset and time, events end offset, live snapshot records and bytes,
     and whether the shard would ignore the snapshots (undecodable records) and replay from 0."""
     chosen = check_partitions(settings, service, partitions)
-    codec = SnapshotCodec(aggregate_for(service).state_type)
+    codec = SnapshotCodec(settings.aggregate(service).state_type)
     found = {p: PartitionSnapshots(p, owner(settings, service, p)) for p in chosen}
     sizes: dict[int, dict[bytes, int]] = {p: {} for p in chosen}
     consumer = _consumer(settings)
@@ -114,7 +113,7 @@ def drop(settings: Settings, service: str, partitions: list[int] | None = None) 
     what a shard that never snapshotted would load. Restart the owning shards afterwards
     (`restart_shards`): a fenced instance refuses to write until it is restarted."""
     chosen = check_partitions(settings, service, partitions)
-    aggregate = aggregate_for(service)
+    aggregate = settings.aggregate(service)
     codec = SnapshotCodec(aggregate.state_type)
     topic = settings.topic_name(snapshots_topic(service))
     blank = codec.encode(Entry(aggregate.initial(), 0))

@@ -14,7 +14,6 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from actors import aggregate_for
 from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
 from actors.shard_actor import spawn_shard
@@ -26,7 +25,6 @@ from choreography.lag import LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, spawn_policy_runner
 from choreography.redrive import Redriven
 from choreography.topics import DLQ_TOPIC, ensure_topics, events_topic, partition_for, shard_for
-from events import default_registry
 from events.base import Command, DomainModel, StoredEvent
 from projections.host import spawn_projection_hosts
 from projections.readonly import check_read_only
@@ -39,6 +37,8 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
     spec = settings.services[service]
     return ShardConfig(
         service=service,
+        aggregate=spec.aggregate,
+        messages=spec.messages,
         shard=shard,
         shards=spec.shards,
         partitions=settings.partitions(service),
@@ -57,6 +57,8 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
 def runner_config(settings: Settings, service: str, index: int) -> RunnerConfig:
     return RunnerConfig(
         service=service,
+        policies=settings.services[service].policies or "",
+        messages=settings.messages_paths(),
         index=index,
         runners=settings.services[service].policy_runners,
         kafka=settings.kafka.client_config(),
@@ -83,7 +85,7 @@ class System:
     ) -> None:
         self.settings = settings
         self.detached = detached
-        self.registry = default_registry()
+        self.registry = settings.registry()
         if not ray.is_initialized():
             ray.init(
                 address=ray_address or os.environ.get("RAY_ADDRESS"),
@@ -106,6 +108,7 @@ class System:
                     for i in range(spec.policy_runners)
                 ]
                 for service, spec in settings.services.items()
+                if spec.policies
             }
         self.projection_hosts: dict[str, Any] = {}
         if projections and settings.projections:
@@ -115,6 +118,7 @@ class System:
                 settings.namespace,
                 settings.topic_prefix,
                 {n: p.model_dump() for n, p in settings.projections.items()},
+                settings.messages_paths(),
                 detached=detached,
             )
         self.lag_monitor: Any = spawn_lag_monitor(settings, detached=detached) if metrics else None
@@ -223,7 +227,7 @@ class System:
         if as_of is None and version is None:
             state, current = ray.get(self.shard(service, aggregate_id).state.remote(aggregate_id))
             return state, current
-        aggregate = aggregate_for(service)
+        aggregate = self.settings.aggregate(service)
         state, reached = aggregate.initial(), 0
         for ev in self.history(service, aggregate_id):
             if version is not None and ev.version > version:
@@ -241,6 +245,7 @@ class System:
         events = read_topic(
             self.settings.kafka.client_config(),
             self.settings.topic_name(events_topic(service)),
+            self.registry,
             partitions=[partition],
             key=aggregate_id.encode(),
         )
@@ -308,13 +313,14 @@ class System:
         `projection_status()[name]["rebuild"]` (None once swapped in)."""
         ray.get(self._host(name).rebuild.remote(name))
 
-    def saga(self, order_id: str) -> QueryResult:
-        """The ordered, cross-service event trail of one order (from `events_raw`)."""
+    def saga(self, saga_id: str) -> QueryResult:
+        """The ordered, cross-service event trail of one saga: every event whose correlation id
+        is `saga_id` (from the `events_raw` projection)."""
         return self.query(
             "SELECT occurred_at, aggregate_type AS service, event_type, aggregate_id, version, "
             "event_id, causation_id, payload FROM events_raw "
             "WHERE correlation_id = %(id)s ORDER BY occurred_at, _offset",
-            {"id": order_id},
+            {"id": saga_id},
         )
 
     def dead_letters(self) -> list[DeadLetter]:

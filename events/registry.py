@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
@@ -24,8 +25,51 @@ class InvalidCommand(ValueError):
     """A command failed validation; the message says which field and why."""
 
 
+@dataclass(frozen=True)
+class Messages:
+    """One service's message types, as its `messages:` entry in cluster.yaml names them: the events
+    it stores, the commands it handles, and the upcasters of its events' older schema versions,
+    keyed by (event type, version they lift from)."""
+
+    events: tuple[type[Event], ...]
+    commands: tuple[type[Command], ...]
+    upcasters: Mapping[tuple[str, int], Upcaster] = field(default_factory=dict)
+
+    def problems(self, service: str) -> list[str]:
+        """What makes this bundle unfit for `service`: types of another service, or upcasters
+        of events it does not hold."""
+        found = [
+            f"event {e.type_name()} has aggregate_type {e.aggregate_type!r}, not {service!r}"
+            for e in self.events
+            if e.aggregate_type != service
+        ]
+        found += [
+            f"command {c.type_name()} has target {c.target!r}, not {service!r}"
+            for c in self.commands
+            if c.target != service
+        ]
+        names = {e.type_name() for e in self.events}
+        found += [f"upcaster of unknown event {name!r}" for name, _ in self.upcasters if name not in names]
+        return found
+
+
 class Registry:
     """Maps type names to classes and applies upcasters (vN -> vN+1) on read."""
+
+    @classmethod
+    def of(cls, *bundles: Messages) -> Registry:
+        """The registry of every given service's messages. Type names must be unique."""
+        names = [e.type_name() for b in bundles for e in b.events] + [
+            c.type_name() for b in bundles for c in b.commands
+        ]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"message types declared more than once: {', '.join(twice)}")
+        registry = cls(events=[e for b in bundles for e in b.events], commands=[c for b in bundles for c in b.commands])
+        for bundle in bundles:
+            for (name, version), fn in bundle.upcasters.items():
+                registry.add_upcaster(name, version, fn)
+        return registry
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """JSON-schema snapshots of every event type and the compatibility check CI runs against them.
 
 Stored events are never rewritten, so every payload ever written must stay readable by the current
-code. `events/schemas.snapshot.json` records each event type's `schema_version` and pydantic JSON
-schema; `compatibility_errors` compares that snapshot with the current models:
+code. A snapshot file (the reference app's: `shop/schemas.snapshot.json`) records each event
+type's `schema_version` and pydantic JSON schema; `compatibility_errors` compares that snapshot with the current models:
 
 * an event type in the snapshot must still exist;
 * at an unchanged `schema_version`, every property must still exist with the same JSON type
@@ -13,31 +13,32 @@ schema; `compatibility_errors` compares that snapshot with the current models:
   from the snapshot's version, and then the new shape is accepted as is: the upcasters bring old
   payloads to it on read.
 
-    python -m events.schemas --check   # exit 1 with one line per incompatibility, else print OK
-    python -m events.schemas --write   # refresh the snapshot after a compatible change
+    choreo schemas check   # exit 1 with one line per incompatibility, else print OK
+    choreo schemas write   # refresh the snapshot after a compatible change
+
+(`metadata.schema_snapshot` in cluster.yaml names the file; the registry is the declared
+services' messages.) Without a cluster file: `python -m events.schemas --check --registry
+module:factory --snapshot PATH`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from events import default_registry
 from events.registry import Registry
-
-SNAPSHOT_PATH = Path(__file__).with_name("schemas.snapshot.json")
 
 Schema = dict[str, Any]
 Seen = frozenset[tuple[str, str]]
 
 
-def current_schemas(registry: Registry | None = None) -> dict[str, dict[str, Any]]:
+def current_schemas(registry: Registry) -> dict[str, dict[str, Any]]:
     """Per event type: its `schema_version` and its pydantic `model_json_schema()`."""
-    registry = registry or default_registry()
     return {
         name: {"schema_version": cls.schema_version, "schema": cls.model_json_schema()}
         for name, cls in sorted(registry.events.items())
@@ -49,11 +50,11 @@ def render(schemas: dict[str, dict[str, Any]]) -> str:
     return json.dumps(schemas, indent=2, sort_keys=True) + "\n"
 
 
-def write_snapshot(path: Path = SNAPSHOT_PATH, registry: Registry | None = None) -> None:
+def write_snapshot(path: Path, registry: Registry) -> None:
     path.write_text(render(current_schemas(registry)), encoding="utf-8")
 
 
-def load_snapshot(path: Path = SNAPSHOT_PATH) -> dict[str, dict[str, Any]]:
+def load_snapshot(path: Path) -> dict[str, dict[str, Any]]:
     data: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
     return data
 
@@ -194,24 +195,16 @@ def _compare_object(path: str, old: Schema, old_defs: Schema, new: Schema, new_d
 # ---- command line ---------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m events.schemas", description="Check event schemas against the committed snapshot."
-    )
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true", help="fail on an incompatible change")
-    mode.add_argument("--write", action="store_true", help="rewrite the snapshot from the current models")
-    parser.add_argument("--snapshot", type=Path, default=SNAPSHOT_PATH, help="snapshot file")
-    args = parser.parse_args(argv)
-    registry = default_registry()
-    if args.write:
-        write_snapshot(args.snapshot, registry)
-        print(f"wrote {args.snapshot}")
+def run(write: bool, snapshot_path: Path, registry: Registry, how: str) -> int:
+    """Check (or write) the snapshot; print what is wrong. `how` tells the user how to write it."""
+    if write:
+        write_snapshot(snapshot_path, registry)
+        print(f"wrote {snapshot_path}")
         return 0
-    if not args.snapshot.exists():
-        print(f"{args.snapshot}: no schema snapshot; create it with python -m events.schemas --write")
+    if not snapshot_path.exists():
+        print(f"{snapshot_path}: no schema snapshot; create it with {how}")
         return 1
-    snapshot = load_snapshot(args.snapshot)
+    snapshot = load_snapshot(snapshot_path)
     current = current_schemas(registry)
     errors = compatibility_errors(snapshot, current, registry)
     for error in errors:
@@ -220,11 +213,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print("OK")
     if json.loads(render(current)) != snapshot:
-        print(
-            f"note: compatible changes are not in {args.snapshot.name} yet; run python -m events.schemas --write",
-            file=sys.stderr,
-        )
+        print(f"note: compatible changes are not in {snapshot_path.name} yet; run {how}", file=sys.stderr)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m events.schemas", description="Check event schemas against a committed snapshot."
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="fail on an incompatible change")
+    mode.add_argument("--write", action="store_true", help="rewrite the snapshot from the current models")
+    parser.add_argument("--snapshot", type=Path, required=True, help="snapshot file")
+    parser.add_argument("--registry", required=True, help="module:attribute of a function returning the Registry")
+    args = parser.parse_args(argv)
+    module_name, _, attribute = args.registry.partition(":")
+    registry = getattr(importlib.import_module(module_name), attribute)()
+    how = f"python -m events.schemas --write --registry {args.registry} --snapshot {args.snapshot}"
+    return run(args.write, args.snapshot, registry, how)
 
 
 if __name__ == "__main__":

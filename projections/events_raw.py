@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS events_raw (
 
 class EventsRawProjection(Projection):
     name = "events_raw"
-    topics = ("order-events", "inventory-events", "payment-events", "shipping-events")
+    topics = ()  # every topic cluster.yaml gives it
     tables = (EVENTS_RAW,)
 
     def project(self, events: Sequence[StoredEvent], lookup: Lookup) -> dict[str, list[Row]]:

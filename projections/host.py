@@ -18,13 +18,13 @@ from confluent_kafka import Message, Producer
 from ray.util.metrics import Counter
 
 from choreography.dlq import dead_letter_from, send_dead_letter
+from choreography.domain import load_projection, load_registry
 from choreography.kafka_io import producer_config
 from choreography.runtime import actor_options, tune_gc
 from choreography.topics import dlq_topic
-from events import default_registry
 from events.base import StoredEvent
 from events.registry import Registry
-from projections import projection_for
+from projections.base import Projection
 from projections.runner import REBUILD, ProjectionRunner, discard_rebuild, promote, recover
 from projections.sink import ClickHouseSink, QueryResult
 
@@ -58,11 +58,14 @@ class ProjectionHost:
         namespace: str,
         topic_prefix: str,
         projections: dict[str, dict[str, Any]],
+        messages: dict[str, str],
     ) -> None:
+        """`projections`: name -> its cluster.yaml options (`projection` import path, topics...);
+        `messages`: service -> import path of its events.Messages, to decode every event."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         tune_gc()
         self.sink = ClickHouseSink(dsn)
-        self.registry = default_registry()
+        self.registry = load_registry(messages)
         self.shared = SharedDecoder(self.registry)
         self.kafka = kafka
         self.namespace = namespace
@@ -78,7 +81,7 @@ class ProjectionHost:
         self.runners: dict[str, ProjectionRunner] = {}
         self.rebuilds: dict[str, ProjectionRunner] = {}
         for name in projections:
-            unfinished = recover(self.sink, projection_for(name))
+            unfinished = recover(self.sink, self._projection(name))
             self.runners[name] = self._runner(name)
             self.runners[name].start()
             if unfinished:
@@ -91,11 +94,14 @@ class ProjectionHost:
         self.thread = threading.Thread(target=self._loop, name="projections", daemon=True)
         self.thread.start()
 
+    def _projection(self, name: str) -> Projection:
+        return load_projection(self.options[name]["projection"], f"metadata.projections.{name}.projection", name)
+
     def _runner(self, name: str, suffix: str = "") -> ProjectionRunner:
         opts = self.options[name]
         stage = f"projection {name}"
         return ProjectionRunner(
-            projection_for(name),
+            self._projection(name),
             self.sink,
             self.kafka,
             self.registry,
@@ -203,7 +209,7 @@ class ProjectionHost:
         """Project one parked event again, below the resume point: each table gets its rows only
         if none of its rows holds the event's (topic, partition, offset). Returns the tables
         `inserted` into, those that held it already (`present`), and the `error` if it fails again."""
-        projection = projection_for(name)
+        projection = self._projection(name)
         inserted: list[str] = []
         present: list[str] = []
         with self.lock:
@@ -254,16 +260,17 @@ def spawn_projection_hosts(
     namespace: str,
     topic_prefix: str,
     projections: dict[str, dict[str, Any]],
+    messages: dict[str, str],
     *,
     detached: bool = False,
 ) -> dict[str, Any]:
     """Projection name -> the actor running it. The embedded engine allows one engine per
     process, so one host runs them all; against a ClickHouse server each gets its own actor."""
     if dsn.startswith("chdb://"):
-        host = _spawn("projection-host", dsn, kafka, namespace, topic_prefix, projections, detached)
+        host = _spawn("projection-host", dsn, kafka, namespace, topic_prefix, projections, messages, detached)
         return dict.fromkeys(projections, host)
     return {
-        name: _spawn(f"projection-{name}", dsn, kafka, namespace, topic_prefix, {name: opts}, detached)
+        name: _spawn(f"projection-{name}", dsn, kafka, namespace, topic_prefix, {name: opts}, messages, detached)
         for name, opts in projections.items()
     }
 
@@ -275,7 +282,8 @@ def _spawn(
     namespace: str,
     topic_prefix: str,
     projections: dict[str, dict[str, Any]],
+    messages: dict[str, str],
     detached: bool,
 ) -> Any:
     options = actor_options(actor, namespace, detached, max_task_retries=-1, max_concurrency=8)
-    return RemoteProjectionHost.options(**options).remote(dsn, kafka, namespace, topic_prefix, projections)
+    return RemoteProjectionHost.options(**options).remote(dsn, kafka, namespace, topic_prefix, projections, messages)

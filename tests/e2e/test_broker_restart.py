@@ -18,8 +18,8 @@ import ray
 from choreography.broker import LocalBroker
 from choreography.config import KafkaSettings
 from choreography.errors import ShardUnavailable
-from choreography.invariants import audit
-from events import AddStock, OrderLine, PlaceOrder
+from shop.invariants import audit
+from shop.messages import AddStock, OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 
 DOWN_S = 12

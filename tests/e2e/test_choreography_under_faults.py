@@ -15,10 +15,10 @@ from typing import Any
 
 import ray
 
-from choreography.invariants import audit
 from choreography.system import System
-from events import AddStock, CancelOrder, OrderLine, PlaceOrder
 from events.base import Command
+from shop.invariants import audit
+from shop.messages import AddStock, CancelOrder, OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 
 ORDERS = 5000

@@ -24,25 +24,28 @@ def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap
     }
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "choreography.cli", "loadtest", "--config", str(REPO / "cluster.yaml"),
-           "--duration", "15", "--rate", "80", "--output", str(out)]  # fmt: skip
+           "--duration", "15", "--rate", "80", "--mix", "declines=0.3", "--output", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     report = json.loads((out / "loadtest.json").read_text())
-    assert report["orders"] >= 80  # the load really ran; how many it offered on a busy machine is a figure, not a check
-    assert report["completed"] == report["orders"]
+    assert report["sagas"] >= 80  # the load really ran; how many it offered on a busy machine is a figure, not a check
+    assert report["completed"] == report["sagas"]
     assert report["stuck"] == 0
-    assert report["orders_per_s"] > 0
-    for kind in ("place_to_terminal", "place_to_visible"):
+    assert report["sagas_per_s"] > 0
+    for kind in ("start_to_terminal", "start_to_visible"):
         lat = report["latency_ms"][kind]
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
-        assert lat["count"] == report["orders"]
+        assert lat["count"] == report["sagas"]
     assert report["invariants"]["ok"] is True
     assert report["invariants"]["dead_letters"] == 0
-    assert report["invariants"]["events_audited"] > report["orders"] * 5
+    assert report["invariants"]["events_audited"] > report["sagas"] * 5
     assert set(report["outcomes"]) == {"confirmed", "rejected", "cancelled"}
     assert report["stages_per_s"]["OrderPlaced"] > 0
     assert "baselines" in report
-    assert report["timeline"] and report["timeline"][-1]["completed"] == report["orders"]
+    assert report["workload"]["path"] == "shop.workload:OrderMix"
+    assert report["workload"]["mix"] == {"declines": "0.3"}
+    assert report["outcomes"]["rejected"] > 0  # the declined cards
+    assert report["timeline"] and report["timeline"][-1]["completed"] == report["sagas"]
     for png in ("throughput.png", "latency.png", "lag.png"):
         assert (out / png).stat().st_size > 1000

@@ -17,11 +17,12 @@ import ray
 from confluent_kafka import Producer
 
 from choreography.dlq import dead_letter_from, send_dead_letter
-from choreography.invariants import audit
 from choreography.system import System
 from choreography.topics import partition_for
-from events import AddStock, OrderLine, PlaceOrder, default_registry
-from events.inventory import ReserveStock, ShipStock, StockShipped
+from shop.invariants import audit
+from shop.messages import AddStock, OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.inventory import ReserveStock, ShipStock, StockShipped
 from tests.integration.conftest import read_log
 from tests.integration.test_redrive import EVENT_TOPICS, event_counts, raw_messages
 
@@ -54,7 +55,7 @@ def test_redrive_while_orders_flow_keeps_every_invariant(make_settings, start_sy
     settings = make_settings(shards=2, partitions=4, snapshot_every=500)
     system = start_system(settings, metrics=False)
     run = uuid.uuid4().hex[:6]
-    registry = default_registry()
+    registry = shop_registry()
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     system.submit_many([AddStock(sku=s, quantity=10_000) for s in SKUS])
     places = _orders(run, random.Random(7))

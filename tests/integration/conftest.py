@@ -83,5 +83,10 @@ def start_system(ray_runtime: None) -> Iterator[Callable[..., System]]:
 def read_log(settings: Settings, topic: str, skip_undecodable: bool = False) -> list[StoredEvent]:
     """Every committed event of a topic, decoded, straight from Kafka."""
     return list(
-        read_topic(settings.kafka.client_config(), settings.topic_name(topic), skip_undecodable=skip_undecodable)
+        read_topic(
+            settings.kafka.client_config(),
+            settings.topic_name(topic),
+            settings.registry(),
+            skip_undecodable=skip_undecodable,
+        )
     )

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import uuid
 
-from actors import aggregate_for
 from actors.outcomes import Accepted, Rejected
 from actors.shard import Shard
 from choreography.config import Settings
 from choreography.system import shard_config
 from choreography.topics import ensure_topics
-from events import default_registry
-from events.inventory import AddStock
-from events.orders import CancelOrder, OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.inventory import AddStock
+from shop.messages.orders import CancelOrder, OrderLine, PlaceOrder
 
 LINE = (OrderLine(sku="A", quantity=1, unit_price_cents=3),)
 
 
 def _shard(settings: Settings, service: str) -> Shard:
-    return Shard(shard_config(settings, service, 0), aggregate_for(service), default_registry())
+    return Shard(shard_config(settings, service, 0), settings.aggregate(service), shop_registry())
 
 
 def test_resubmits_after_restarts_snapshots_and_many_commands_have_one_effect(make_settings) -> None:

@@ -9,14 +9,13 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from actors import aggregate_for
 from actors.shard import Shard, ShardFenced
 from choreography.config import ConfigError, Settings
 from choreography.kafka_io import producer_config
 from choreography.system import shard_config
 from choreography.topics import ensure_topics, partition_for
-from events import default_registry
-from events.orders import OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.orders import OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 
 LINE = (OrderLine(sku="A", quantity=1, unit_price_cents=3),)
@@ -29,7 +28,7 @@ def _with_shards(settings: Settings, shards: int) -> Settings:
 
 
 def _shard(settings: Settings, index: int = 0) -> Shard:
-    return Shard(shard_config(settings, "order", index), aggregate_for("order"), default_registry())
+    return Shard(shard_config(settings, "order", index), settings.aggregate("order"), shop_registry())
 
 
 def _order_in(partition: int, partitions: int) -> PlaceOrder:

@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 
 from choreography.dlq import read_dead_letters
 from choreography.topics import partition_for
-from events import AddStock, OrderLine, PlaceOrder
+from shop.messages import AddStock, OrderLine, PlaceOrder
 
 
 def _wait_terminal(system, order_ids: list[str], timeout: float = 60) -> dict:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from events import default_registry
 from events.base import Envelope, StoredEvent, utc_now
-from events.orders import OrderCancelled, OrderLine, OrderPlaced
-from projections.orders import OrdersProjection, SagaOutcomesProjection
 from projections.runner import ProjectionRunner
 from projections.sink import ClickHouseSink
+from shop.messages import registry as shop_registry
+from shop.messages.orders import OrderCancelled, OrderLine, OrderPlaced
+from shop.projections.orders import OrdersProjection, SagaOutcomesProjection
 
 
 def _event(payload, version: int, offset: int) -> StoredEvent:
@@ -38,7 +38,7 @@ def test_rows_read_back_after_a_restart_fold_like_cached_ones(tmp_path) -> None:
     )
     cancelled = _event(OrderCancelled(order_id="o1", reason="deadline exceeded"), 2, 1)
     for projection in (SagaOutcomesProjection(), OrdersProjection()):
-        runner = ProjectionRunner(projection, sink, {"bootstrap.servers": "unused"}, default_registry(), group_id="g")
+        runner = ProjectionRunner(projection, sink, {"bootstrap.servers": "unused"}, shop_registry(), group_id="g")
         for table in projection.tables:
             sink.create(table)
             runner.table_max[table.name] = {}
@@ -58,7 +58,7 @@ def test_a_read_model_ahead_of_its_log_is_rebuilt_from_the_log(make_settings, tm
     settings = make_settings(shards=1, partitions=1)
     ensure_topics(settings)
     topic = settings.topic_name("order-events")
-    registry = default_registry()
+    registry = shop_registry()
     placed = _event(
         OrderPlaced(
             order_id="real", customer_id="c", lines=(OrderLine(sku="A", quantity=1, unit_price_cents=5),), total_cents=5

@@ -12,10 +12,11 @@ from confluent_kafka import Producer
 
 from choreography.dlq import read_dead_letters
 from choreography.topics import partition_for
-from events import AddStock, OrderLine, PlaceOrder, default_registry
 from events.base import Envelope
-from events.orders import OrderPlaced
 from events.registry import event_headers
+from shop.messages import AddStock, OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.orders import OrderPlaced
 
 BROKEN = ("orders", "customer_orders", "order_lines")
 
@@ -30,7 +31,7 @@ def _produce_huge_order(settings, order_id: str) -> None:
     )  # fmt: skip
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     producer.produce(
-        settings.topic_name("order-events"), key=order_id.encode(), value=default_registry().encode_event(envelope, payload),
+        settings.topic_name("order-events"), key=order_id.encode(), value=shop_registry().encode_event(envelope, payload),
         partition=partition_for(order_id, 2), headers=event_headers(envelope),
     )  # fmt: skip
     assert producer.flush(10) == 0

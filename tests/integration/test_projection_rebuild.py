@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from events.payment import PaymentCaptured, PaymentRefunded
+from shop.messages.payment import PaymentCaptured, PaymentRefunded
 from tests.integration.conftest import read_log
 from tests.integration.workload import run_workload, wait_projections_caught_up, wait_settled
 

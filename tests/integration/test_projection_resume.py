@@ -9,7 +9,7 @@ from collections import Counter
 
 import ray
 
-from events.orders import CancelOrder, OrderLine, PlaceOrder
+from shop.messages.orders import CancelOrder, OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 from tests.integration.test_shard_restart import fold_log
 

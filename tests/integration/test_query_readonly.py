@@ -10,7 +10,7 @@ import pytest
 import ray
 
 from choreography.errors import QueryError, QueryRejected
-from events import OrderLine, PlaceOrder
+from shop.messages import OrderLine, PlaceOrder
 
 
 def _place_orders(system: Any, settings: Any, n: int = 3) -> None:

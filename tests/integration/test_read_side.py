@@ -10,7 +10,7 @@ from collections import Counter
 
 import ray
 
-from choreography.invariants import audit
+from shop.invariants import audit
 from tests.integration.conftest import read_log
 from tests.integration.workload import run_workload, wait_projections_caught_up, wait_settled
 
@@ -67,7 +67,7 @@ def test_projections_equal_the_log_under_repeated_kills_and_rebuild_equals_live(
     # events_raw: every event exactly once.
     assert system.query("SELECT count(), uniqExact(event_id) FROM events_raw").rows[0] == (len(log), len(log))
     # orders / customer_orders: one current row per order with the log's status.
-    from projections.orders import STATUS_BY_EVENT
+    from shop.projections.orders import STATUS_BY_EVENT
 
     final_status: dict[str, str] = {}
     for e in sorted(order_events, key=lambda e: e.version):
@@ -97,7 +97,7 @@ def test_projections_equal_the_log_under_repeated_kills_and_rebuild_equals_live(
         ).rows
     )
     inventory = [e for e in log if e.envelope.aggregate_type == "inventory"]
-    from actors.inventory import StockItemAggregate
+    from shop.aggregates.inventory import StockItemAggregate
 
     agg = StockItemAggregate()
     folded: dict[str, object] = {}

@@ -12,8 +12,8 @@ import ray
 
 from choreography.errors import ProjectionTimeout
 from choreography.lag import consumer_lag
-from events import AddStock, CancelOrder, OrderLine, PlaceOrder
-from events.orders import RecordPaymentCaptured, RecordStockReserved
+from shop.messages import AddStock, CancelOrder, OrderLine, PlaceOrder
+from shop.messages.orders import RecordPaymentCaptured, RecordStockReserved
 
 
 def test_wait_for_returns_only_once_the_row_is_visible_and_times_out_when_stopped(make_settings, start_system) -> None:

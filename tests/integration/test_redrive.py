@@ -15,10 +15,11 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from choreography.cli import main
 from choreography.config import Settings
 from choreography.dlq import dead_letter_from, send_dead_letter
-from choreography.invariants import audit
 from choreography.topics import partition_for
-from events import AddStock, OrderLine, PlaceOrder, default_registry
-from events.inventory import ReserveStock, ShipStock
+from shop.invariants import audit
+from shop.messages import AddStock, OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.inventory import ReserveStock, ShipStock
 
 from .conftest import read_log
 
@@ -116,7 +117,7 @@ def test_redriving_a_policy_letter_produces_its_commands_once(make_settings, sta
     cli("dlq", "redrive", "--all", "--config", str(config))
     time.sleep(2)
     assert reserved() == 3
-    decoded = [default_registry().decode_command(m.value()) for m in raw_messages(settings, "inventory-commands")]
+    decoded = [shop_registry().decode_command(m.value()) for m in raw_messages(settings, "inventory-commands")]
     assert [type(c).__name__ for c in decoded] == ["ReserveStock"]
     after = event_counts(settings)
     assert after["order-events"] == before["order-events"], "redrive appended to the event store"
@@ -128,7 +129,7 @@ def test_redriving_a_rejected_command_decides_it_afresh_once(make_settings, star
     system = start_system(settings, policies=False, projections=False)
     run = uuid.uuid4().hex[:6]
     sku, order_id = f"{run}-sku", f"{run}-o"
-    registry = default_registry()
+    registry = shop_registry()
     ship = ShipStock(sku=sku, order_id=order_id, command_id=f"{run}-ship")
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     producer.produce(settings.topic_name("inventory-commands"), key=sku.encode(), value=registry.encode_command(ship),
@@ -171,7 +172,7 @@ def test_a_command_that_fails_again_is_parked_again_and_its_letter_done(make_set
     ship = ShipStock(sku=sku, order_id=f"{run}-o", command_id=f"{run}-ship")
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     producer.produce(settings.topic_name("inventory-commands"), key=sku.encode(),
-                     value=default_registry().encode_command(ship), partition=partition_for(sku, 2))  # fmt: skip
+                     value=shop_registry().encode_command(ship), partition=partition_for(sku, 2))  # fmt: skip
     assert producer.flush(10) == 0
     first = wait_until(lambda: system.dead_letters(), what="the rejected ShipStock to be parked")[0]
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from choreography.errors import CommandRejected, InvalidCommand
-from events.orders import CancelOrder, OrderLine, PlaceOrder
+from shop.messages.orders import CancelOrder, OrderLine, PlaceOrder
 
 
 def test_bad_input_is_rejected_clearly_and_the_shard_keeps_serving(make_settings, start_system) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import ray
 
-from actors.order import OrderAggregate
 from actors.outcomes import Accepted, Outcome
 from choreography.errors import ShardUnavailable
-from events.orders import CancelOrder, OrderLine, PlaceOrder
+from shop.aggregates.order import OrderAggregate
+from shop.messages.orders import CancelOrder, OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 
 

@@ -9,16 +9,15 @@ import uuid
 import ray
 from confluent_kafka import Producer
 
-from actors import aggregate_for
 from actors.shard import Shard
 from actors.shard_actor import spawn_shard
 from choreography.dlq import read_dead_letters
 from choreography.system import shard_config
 from choreography.topics import ensure_topics, partition_for
-from events import default_registry
 from events.base import Envelope, utc_now
-from events.inventory import ShipStock
-from events.orders import OrderLine, OrderPlaced, PlaceOrder, RecordStockReserved
+from shop.messages import registry as shop_registry
+from shop.messages.inventory import ShipStock
+from shop.messages.orders import OrderLine, OrderPlaced, PlaceOrder, RecordStockReserved
 from tests.integration.tcp_proxy import TcpProxy
 
 LINE = (OrderLine(sku="A", quantity=1, unit_price_cents=3),)
@@ -36,8 +35,8 @@ def test_a_broken_event_partition_is_refused_not_served(make_settings) -> None:
     ensure_topics(settings)
     run = uuid.uuid4().hex[:6]
     ids = _ids_by_partition(run, 4)
-    registry = default_registry()
-    first = Shard(shard_config(settings, "order", 0), aggregate_for("order"), registry)
+    registry = shop_registry()
+    first = Shard(shard_config(settings, "order", 0), settings.aggregate("order"), registry)
     assert all(
         o.ok for o in first.handle([PlaceOrder(order_id=ids[p][0], customer_id="c", lines=LINE) for p in range(4)])
     )
@@ -60,7 +59,7 @@ def test_a_broken_event_partition_is_refused_not_served(make_settings) -> None:
     producer.produce(topic, key=ids[1][1].encode(), value=registry.encode_event(gap, placed), partition=1)
     assert producer.flush(10) == 0
 
-    second = Shard(shard_config(settings, "order", 0), aggregate_for("order"), registry)
+    second = Shard(shard_config(settings, "order", 0), settings.aggregate("order"), registry)
     assert set(second.broken) == {0, 1}
     assert "undecodable" in second.broken[0]
     assert "version gap" in second.broken[1]
@@ -78,7 +77,7 @@ def test_a_rejected_policy_command_is_dead_lettered_with_its_code(make_settings,
     settings = make_settings(shards=1, partitions=2)
     system = start_system(settings, projections=False, policies=False)
     run = uuid.uuid4().hex[:6]
-    registry = default_registry()
+    registry = shop_registry()
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     bad = [
         ShipStock(sku=f"{run}-sku", order_id=f"{run}-o", command_id=f"{run}-ship"),

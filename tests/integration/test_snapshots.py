@@ -7,16 +7,15 @@ import uuid
 
 from confluent_kafka import Producer
 
-from actors import aggregate_for
 from actors.shard import Shard
 from choreography.system import shard_config
 from choreography.topics import ensure_topics
-from events import default_registry
-from events.orders import CancelOrder, OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.orders import CancelOrder, OrderLine, PlaceOrder
 
 
 def _shard(settings) -> Shard:
-    return Shard(shard_config(settings, "order", 0), aggregate_for("order"), default_registry())
+    return Shard(shard_config(settings, "order", 0), settings.aggregate("order"), shop_registry())
 
 
 def test_rehydration_from_snapshots_equals_full_replay_and_survives_corruption(make_settings) -> None:

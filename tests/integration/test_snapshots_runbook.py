@@ -9,7 +9,7 @@ from collections import Counter
 import ray
 
 from choreography import snapshots
-from events import OrderLine, PlaceOrder
+from shop.messages import OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 
 

@@ -11,7 +11,7 @@ from actors.shard_actor import RemoteShardActor, spawn_shard
 from choreography.errors import ShardUnavailable
 from choreography.system import shard_config
 from choreography.topics import ensure_topics, shard_for
-from events.orders import OrderLine, PlaceOrder
+from shop.messages.orders import OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from choreography.system import System
-from events import AddStock, CancelOrder, OrderLine, PlaceOrder
+from shop.messages import AddStock, CancelOrder, OrderLine, PlaceOrder
 
 SKUS = [f"W-{i}" for i in range(12)]
 

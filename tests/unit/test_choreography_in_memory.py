@@ -13,17 +13,18 @@ from typing import Any
 
 import pytest
 
-from actors import aggregate_for
 from actors.aggregate import Aggregate, DomainError
-from actors.inventory import StockState
-from actors.order import OrderAggregate, OrderState, OrderStatus
-from actors.payment import PaymentState, PaymentStatus
-from actors.shipping import ShipmentState, ShipmentStatus
-from choreography.policies import WIRING, run_policies
-from events import ALL_EVENTS
+from choreography.policies import run_policies
 from events.base import Command, Envelope, StoredEvent
-from events.inventory import AddStock
-from events.orders import CancelOrder, ExpireOrder, OrderLine, PlaceOrder
+from shop.aggregates import PaymentAggregate, ShipmentAggregate, StockItemAggregate
+from shop.aggregates.inventory import StockState
+from shop.aggregates.order import OrderAggregate, OrderState, OrderStatus
+from shop.aggregates.payment import PaymentState, PaymentStatus
+from shop.aggregates.shipping import ShipmentState, ShipmentStatus
+from shop.messages import ALL_EVENTS
+from shop.messages.inventory import AddStock
+from shop.messages.orders import CancelOrder, ExpireOrder, OrderLine, PlaceOrder
+from shop.policies import WIRING
 
 SERVICES = ("order", "inventory", "payment", "shipping")
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -43,8 +44,12 @@ class TickingClock:
 class Bus:
     def __init__(self, rng: random.Random | None = None, deadline: timedelta | None = None) -> None:
         self.rng = rng
-        self.aggregates: dict[str, Aggregate[Any]] = {s: aggregate_for(s) for s in SERVICES}
-        self.aggregates["order"] = OrderAggregate(deadline=deadline, clock=TickingClock())
+        self.aggregates: dict[str, Aggregate[Any]] = {
+            "order": OrderAggregate(deadline=deadline, clock=TickingClock()),
+            "inventory": StockItemAggregate(),
+            "payment": PaymentAggregate(),
+            "shipping": ShipmentAggregate(),
+        }
         self.states: dict[tuple[str, str], Any] = {}
         self.versions: dict[tuple[str, str], int] = {}
         self.queue: list[Command] = []

@@ -54,10 +54,67 @@ def test_service_without_its_topics_is_rejected(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, doc), env={})
 
 
-def test_unknown_service_is_rejected(tmp_path: Path) -> None:
+def test_a_service_must_name_its_domain_code(tmp_path: Path) -> None:
     doc = yaml.safe_load(CLUSTER.read_text())
     doc["metadata"]["services"]["ghost"] = {"shards": 1}
-    with pytest.raises(ConfigError, match=r"metadata\.services\.ghost: unknown service"):
+    with pytest.raises(ConfigError, match=r"metadata\.services\.ghost\.aggregate: Field required"):
+        load_settings(_write(tmp_path, doc), env={})
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        (("services", "order", "aggregate"), "bookings.domain:Booking",
+         "metadata.services.order.aggregate: cannot import 'bookings.domain:Booking' (No module named 'bookings')"),
+        (("services", "order", "aggregate"), "shop.aggregates.order:NoSuchThing",
+         "metadata.services.order.aggregate: cannot import 'shop.aggregates.order:NoSuchThing' (module "
+         "'shop.aggregates.order' has no 'NoSuchThing')"),
+        (("services", "order", "aggregate"), "bookings",
+         "metadata.services.order.aggregate: String should match pattern"),
+        (("services", "inventory", "aggregate"), "collections:OrderedDict",
+         "metadata.services.inventory.aggregate: 'collections:OrderedDict' does not implement initial/decide/evolve"),
+        (("services", "payment", "aggregate"), "shop.aggregates.shipping:ShipmentAggregate",
+         "metadata.services.payment.aggregate: 'shop.aggregates.shipping:ShipmentAggregate' has aggregate_type "
+         "'shipping', not 'payment'"),
+        (("services", "inventory", "deadline_s"), 5,
+         "metadata.services.inventory.aggregate: deadline_s is set but 'shop.aggregates.inventory:StockItemAggregate' "
+         "has no deadline support"),
+        (("services", "order", "messages"), "shop.messages:INVENTORY_MESSAGES",
+         "metadata.services.order.messages: event StockAdded has aggregate_type 'inventory', not 'order'"),
+        (("services", "order", "messages"), "shop.policies:ORDER_POLICIES",
+         "metadata.services.order.messages: 'shop.policies:ORDER_POLICIES' is a list, not an events.Messages"),
+        (("services", "order", "policies"), "shop.messages:ORDER_MESSAGES",
+         "metadata.services.order.policies: 'shop.messages:ORDER_MESSAGES' is not a list of choreography.On rows"),
+        (("services", "order", "policies"), "shop.policies:INVENTORY_POLICIES",
+         "metadata.services.order.policies: order reacts to its own event OrderPlaced"),
+        (("projections", "orders", "projection"), "shop.projections.sales:SalesProjection",
+         "metadata.projections.orders.projection: 'shop.projections.sales:SalesProjection' is named "
+         "'sales_per_minute', not 'orders'"),
+        (("projections", "orders", "projection"), "shop.aggregates:OrderAggregate",
+         "metadata.projections.orders.projection: 'shop.aggregates:OrderAggregate' is not a projections.Projection"),
+        (("workload",), "shop.nothing:Here",
+         "metadata.workload: cannot import 'shop.nothing:Here' (No module named 'shop.nothing')"),
+    ],
+)  # fmt: skip
+def test_declared_domain_code_is_imported_and_checked_with_the_key_in_the_error(
+    tmp_path: Path, where: tuple[str, ...], value: object, message: str
+) -> None:
+    doc = yaml.safe_load(CLUSTER.read_text())
+    node = doc["metadata"]
+    for part in where[:-1]:
+        node = node[part]
+    node[where[-1]] = value
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, doc), env={})
+    assert message in str(caught.value)
+
+
+def test_a_policy_may_only_react_to_declared_services(tmp_path: Path) -> None:
+    doc = yaml.safe_load(CLUSTER.read_text())
+    del doc["metadata"]["services"]["shipping"]
+    doc["metadata"]["projections"]["events_raw"]["topics"].remove("shipping-events")
+    with pytest.raises(ConfigError, match=r"metadata\.services\.order\.policies: reacts to ShipmentScheduled of "
+                       r"undeclared service 'shipping'"):  # fmt: skip
         load_settings(_write(tmp_path, doc), env={})
 
 

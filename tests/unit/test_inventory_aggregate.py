@@ -7,9 +7,9 @@ import random
 import pytest
 
 from actors.aggregate import DomainError
-from actors.inventory import StockItemAggregate, StockState
 from events.base import Command, Event
-from events.inventory import (
+from shop.aggregates.inventory import StockItemAggregate, StockState
+from shop.messages.inventory import (
     AddStock,
     ReleaseStock,
     ReserveStock,
@@ -20,7 +20,7 @@ from events.inventory import (
     StockReserved,
     StockShipped,
 )
-from events.payment import RefundPayment
+from shop.messages.payment import RefundPayment
 from tests.given_when_then import given
 
 STOCK = StockItemAggregate()

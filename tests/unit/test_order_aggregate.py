@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from actors.aggregate import DomainError
-from actors.order import OrderAggregate, OrderState, OrderStatus
 from events.base import Command, Event
-from events.inventory import AddStock, StockAdded
-from events.orders import (
+from shop.aggregates.order import OrderAggregate, OrderState, OrderStatus
+from shop.messages.inventory import AddStock, StockAdded
+from shop.messages.orders import (
     CancelOrder,
     ExpireOrder,
     OrderCancelled,

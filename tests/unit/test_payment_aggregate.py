@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from actors.payment import DECLINED_TOKENS, PaymentAggregate, PaymentState, PaymentStatus
 from events.base import Command, Event
-from events.orders import APPROVED_TOKEN
-from events.payment import CapturePayment, PaymentCaptured, PaymentDeclined, PaymentRefunded, RefundPayment
-from events.shipping import CancelShipment
+from shop.aggregates.payment import DECLINED_TOKENS, PaymentAggregate, PaymentState, PaymentStatus
+from shop.messages.orders import APPROVED_TOKEN
+from shop.messages.payment import CapturePayment, PaymentCaptured, PaymentDeclined, PaymentRefunded, RefundPayment
+from shop.messages.shipping import CancelShipment
 from tests.given_when_then import given
 
 PAYMENT = PaymentAggregate()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from choreography.policies import WIRING, Meta, On, run_policies, source_services
+from choreography.policies import Meta, On, run_policies, source_services
 from events.base import Command, Envelope, Event, StoredEvent, utc_now
-from events.inventory import (
+from shop.messages.inventory import (
     ReleaseStock,
     ReserveStock,
     ShipStock,
@@ -16,7 +16,7 @@ from events.inventory import (
     StockReserved,
     StockShipped,
 )
-from events.orders import (
+from shop.messages.orders import (
     OrderCancelled,
     OrderConfirmed,
     OrderLine,
@@ -36,14 +36,15 @@ from events.orders import (
     StrayReservationReleased,
     StrayShipmentCancelled,
 )
-from events.payment import CapturePayment, PaymentCaptured, PaymentDeclined, PaymentRefunded, RefundPayment
-from events.shipping import (
+from shop.messages.payment import CapturePayment, PaymentCaptured, PaymentDeclined, PaymentRefunded, RefundPayment
+from shop.messages.shipping import (
     CancelShipment,
     ScheduleShipment,
     ShipmentCancelled,
     ShipmentFailed,
     ShipmentScheduled,
 )
+from shop.policies import WIRING
 
 SERVICES = ("order", "inventory", "payment", "shipping")
 EVENT_ID = "evt-1"

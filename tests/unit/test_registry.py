@@ -7,10 +7,11 @@ from typing import ClassVar
 
 import pytest
 
-from events import DecodeError, InvalidCommand, default_registry
+from events import DecodeError, InvalidCommand
 from events.base import Envelope, Event, utc_now
-from events.orders import OrderLine, OrderPlaced
 from events.registry import TYPE_HEADER, VERSION_HEADER, Registry, event_headers
+from shop.messages import registry as shop_registry
+from shop.messages.orders import OrderLine, OrderPlaced
 
 
 def _envelope(event: Event) -> Envelope:
@@ -22,7 +23,7 @@ def _envelope(event: Event) -> Envelope:
 
 
 def test_event_round_trips_with_envelope_and_position() -> None:
-    registry = default_registry()
+    registry = shop_registry()
     event = OrderPlaced(
         order_id="o1",
         customer_id="c1",
@@ -68,12 +69,12 @@ def test_upcasters_run_on_read_from_old_versions() -> None:
 )
 def test_poison_bytes_raise_decode_error_with_a_reason(raw: bytes, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
-        default_registry().decode_event(raw, "t", 0, 0)
+        shop_registry().decode_event(raw, "t", 0, 0)
 
 
 def test_parse_command_names_the_bad_field() -> None:
     with pytest.raises(InvalidCommand, match=r"lines\.0\.quantity"):
-        default_registry().parse_command(
+        shop_registry().parse_command(
             "PlaceOrder",
             {
                 "order_id": "o",
@@ -85,4 +86,4 @@ def test_parse_command_names_the_bad_field() -> None:
 
 def test_unknown_command_type_lists_the_known_ones() -> None:
     with pytest.raises(InvalidCommand, match=r"known: .*CancelOrder, .*PlaceOrder"):
-        default_registry().parse_command("ShipIt", {})
+        shop_registry().parse_command("ShipIt", {})

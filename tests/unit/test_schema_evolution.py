@@ -11,12 +11,21 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from actors.order import OrderAggregate, OrderStatus
-from choreography.policies import WIRING, run_policies
-from events import ALL_COMMANDS, ALL_EVENTS, Registry, default_registry
+from choreography.policies import run_policies
+from events import Registry
 from events.base import Envelope
-from events.inventory import ReserveStock
-from events.orders import (
+from events.schemas import (
+    compatibility_errors,
+    current_schemas,
+    load_snapshot,
+    main,
+    render,
+)
+from shop.aggregates.order import OrderAggregate, OrderStatus
+from shop.messages import ALL_COMMANDS, ALL_EVENTS
+from shop.messages import registry as shop_registry
+from shop.messages.inventory import ReserveStock
+from shop.messages.orders import (
     OrderLine,
     OrderPaid,
     OrderPlaced,
@@ -24,17 +33,12 @@ from events.orders import (
     RecordPaymentCaptured,
     RecordStockReserved,
 )
-from events.schemas import (
-    SNAPSHOT_PATH,
-    compatibility_errors,
-    current_schemas,
-    load_snapshot,
-    main,
-    render,
-)
-from events.upcasters import order_placed_v1_to_v2
+from shop.messages.upcasters import order_placed_v1_to_v2
+from shop.policies import WIRING
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "order_placed_v1.jsonl"
+SNAPSHOT_PATH = Path(__file__).resolve().parents[2] / "shop" / "schemas.snapshot.json"
+REGISTRY = ["--registry", "shop.messages:registry"]
 
 
 def _v1_messages() -> list[bytes]:
@@ -65,7 +69,7 @@ def test_the_fixture_really_holds_varied_v1_order_placed_payloads() -> None:
 def test_a_stored_v1_order_placed_decodes_as_v2(message: bytes) -> None:
     raw = json.loads(message)
     old = raw["payload"]
-    stored = default_registry().decode_event(message, "order-events", 2, 17)
+    stored = shop_registry().decode_event(message, "order-events", 2, 17)
 
     assert isinstance(stored.payload, OrderPlaced)
     assert stored.payload.ship_to == old["shipping_address"]
@@ -87,7 +91,7 @@ def test_a_stored_v1_order_placed_decodes_as_v2(message: bytes) -> None:
 @pytest.mark.parametrize("message", V1_MESSAGES, ids=lambda m: json.loads(m)["envelope"]["aggregate_id"])
 def test_rehydrating_from_a_v1_event_keeps_the_shipping_address(message: bytes) -> None:
     old = json.loads(message)["payload"]
-    stored = default_registry().decode_event(message, "order-events", 0, 0)
+    stored = shop_registry().decode_event(message, "order-events", 0, 0)
     aggregate = OrderAggregate()
 
     state = aggregate.evolve(aggregate.initial(), stored.payload)
@@ -104,7 +108,7 @@ def test_an_order_rehydrated_from_v1_ships_to_its_original_address() -> None:
     message = V1_MESSAGES[1]
     old = json.loads(message)["payload"]
     assert old["shipping_address"] == "7 Elm Rd, Shelbyville"
-    placed = default_registry().decode_event(message, "order-events", 0, 0).payload
+    placed = shop_registry().decode_event(message, "order-events", 0, 0).payload
     aggregate = OrderAggregate()
     state = aggregate.evolve(aggregate.initial(), placed)
 
@@ -121,7 +125,7 @@ def test_an_order_rehydrated_from_v1_ships_to_its_original_address() -> None:
 def test_policies_react_to_a_decoded_v1_order_placed() -> None:
     message = V1_MESSAGES[2]
     old = json.loads(message)["payload"]
-    stored = default_registry().decode_event(message, "order-events", 0, 0)
+    stored = shop_registry().decode_event(message, "order-events", 0, 0)
 
     commands = run_policies(WIRING["inventory"], stored)
 
@@ -171,7 +175,7 @@ def _envelope(event: OrderPlaced) -> Envelope:
 
 
 def test_a_v2_order_placed_round_trips_unchanged() -> None:
-    registry = default_registry()
+    registry = shop_registry()
     event = OrderPlaced(
         order_id="o2",
         customer_id="c2",
@@ -224,7 +228,7 @@ def test_currency_must_be_a_three_letter_upper_case_code(currency: str) -> None:
 @pytest.fixture
 def schemas() -> dict[str, dict[str, Any]]:
     """The current schemas after a JSON round trip, like a snapshot loaded from disk."""
-    loaded: dict[str, dict[str, Any]] = json.loads(render(current_schemas()))
+    loaded: dict[str, dict[str, Any]] = json.loads(render(current_schemas(shop_registry())))
     return loaded
 
 
@@ -237,14 +241,14 @@ def test_the_committed_snapshot_is_compatible_with_the_current_models() -> None:
     snapshot = load_snapshot(SNAPSHOT_PATH)
     assert snapshot["OrderPlaced"]["schema_version"] == 2
     assert set(snapshot) == {cls.type_name() for cls in ALL_EVENTS}
-    assert compatibility_errors(snapshot, current_schemas(), default_registry()) == []
+    assert compatibility_errors(snapshot, current_schemas(shop_registry()), shop_registry()) == []
 
 
 def test_the_snapshot_records_every_event_with_its_version(schemas: dict[str, dict[str, Any]]) -> None:
     assert set(schemas) == {cls.type_name() for cls in ALL_EVENTS}
     assert schemas["OrderPlaced"]["schema_version"] == 2
     assert {"ship_to", "currency"} <= set(_props(schemas, "OrderPlaced"))
-    assert compatibility_errors(schemas, copy.deepcopy(schemas), default_registry()) == []
+    assert compatibility_errors(schemas, copy.deepcopy(schemas), shop_registry()) == []
 
 
 def test_removing_a_required_property_is_incompatible(schemas: dict[str, dict[str, Any]]) -> None:
@@ -253,7 +257,7 @@ def test_removing_a_required_property_is_incompatible(schemas: dict[str, dict[st
     del schema["properties"]["reason"]
     schema["required"].remove("reason")
 
-    errors = compatibility_errors(schemas, new, default_registry())
+    errors = compatibility_errors(schemas, new, shop_registry())
 
     assert errors == ["OrderCancelled v1: required property 'reason' was removed"]
 
@@ -262,7 +266,7 @@ def test_changing_a_property_type_is_incompatible(schemas: dict[str, dict[str, A
     new = copy.deepcopy(schemas)
     _props(new, "OrderPlaced")["customer_id"] = {"title": "Customer Id", "type": "integer"}
 
-    errors = compatibility_errors(schemas, new, default_registry())
+    errors = compatibility_errors(schemas, new, shop_registry())
 
     assert errors == ["OrderPlaced v2.customer_id: type changed from string to integer"]
 
@@ -271,7 +275,7 @@ def test_changing_a_nested_model_field_type_is_incompatible(schemas: dict[str, d
     new = copy.deepcopy(schemas)
     new["OrderPlaced"]["schema"]["$defs"]["OrderLine"]["properties"]["quantity"]["type"] = "string"
 
-    errors = compatibility_errors(schemas, new, default_registry())
+    errors = compatibility_errors(schemas, new, shop_registry())
 
     assert errors == ["OrderPlaced v2.lines[].quantity: type changed from integer to string"]
 
@@ -280,7 +284,7 @@ def test_making_an_optional_value_non_nullable_is_incompatible(schemas: dict[str
     new = copy.deepcopy(schemas)
     _props(new, "OrderPlaced")["deadline_at"] = {"format": "date-time", "type": "string"}
 
-    errors = compatibility_errors(schemas, new, default_registry())
+    errors = compatibility_errors(schemas, new, shop_registry())
 
     assert errors == [
         "OrderPlaced v2.deadline_at: type changed from null | string (date-time) to string (date-time)"
@@ -296,7 +300,7 @@ def test_a_newly_required_property_at_the_same_version_is_incompatible(
     schema["properties"]["operator"] = {"title": "Operator", "type": "string"}
     schema["required"].append("operator")
 
-    errors = compatibility_errors(schemas, new, default_registry())
+    errors = compatibility_errors(schemas, new, shop_registry())
 
     assert errors == [
         "OrderCancelled v1: new property 'operator' is required; stored events lack it",
@@ -309,7 +313,7 @@ def test_a_version_bump_without_an_upcaster_is_incompatible(schemas: dict[str, d
     new["OrderCancelled"]["schema_version"] = 2
     del _props(new, "OrderCancelled")["refund"]
 
-    errors = compatibility_errors(schemas, new, default_registry())
+    errors = compatibility_errors(schemas, new, shop_registry())
 
     assert errors == [
         "OrderCancelled: schema_version went from v1 to v2 but no upcaster is registered for v1 -> v2"
@@ -323,7 +327,7 @@ def test_a_version_bump_with_an_upcaster_accepts_the_new_shape(schemas: dict[str
     props["shipping_address"] = props.pop("ship_to")
     del props["currency"]
 
-    assert compatibility_errors(old, schemas, default_registry()) == []
+    assert compatibility_errors(old, schemas, shop_registry()) == []
     bare = Registry(events=ALL_EVENTS, commands=ALL_COMMANDS)
     assert compatibility_errors(old, schemas, bare) == [
         "OrderPlaced: schema_version went from v1 to v2 but no upcaster is registered for v1 -> v2"
@@ -331,7 +335,7 @@ def test_a_version_bump_with_an_upcaster_accepts_the_new_shape(schemas: dict[str
     # Without the version bump the same change is a removed property.
     same_version = copy.deepcopy(schemas)
     same_version["OrderPlaced"]["schema_version"] = 1
-    assert compatibility_errors(old, same_version, default_registry()) == [
+    assert compatibility_errors(old, same_version, shop_registry()) == [
         "OrderPlaced v1: property 'shipping_address' was removed"
     ]
 
@@ -343,7 +347,7 @@ def test_removing_an_event_type_or_lowering_its_version_is_incompatible(
     del new["StrayShipmentCancelled"]
     new["OrderPlaced"]["schema_version"] = 1
 
-    errors = compatibility_errors(schemas, new, default_registry())
+    errors = compatibility_errors(schemas, new, shop_registry())
 
     assert errors == [
         "OrderPlaced: schema_version went down from v2 to v1",
@@ -356,28 +360,28 @@ def test_adding_an_optional_property_or_event_type_is_compatible(schemas: dict[s
     _props(new, "OrderCancelled")["note"] = {"default": "", "title": "Note", "type": "string"}
     new["OrderArchived"] = copy.deepcopy(new["OrderCancelled"])
 
-    assert compatibility_errors(schemas, new, default_registry()) == []
+    assert compatibility_errors(schemas, new, shop_registry()) == []
 
 
 # ---- the command line -----------------------------------------------------------------
 
 
 def test_check_passes_on_the_committed_snapshot(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--check"]) == 0
+    assert main(["--check", "--snapshot", str(SNAPSHOT_PATH), *REGISTRY]) == 0
     assert capsys.readouterr().out == "OK\n"
 
 
 def test_check_fails_with_one_line_per_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     snapshot = tmp_path / "schemas.snapshot.json"
-    assert main(["--write", "--snapshot", str(snapshot)]) == 0
-    assert json.loads(snapshot.read_text()) == json.loads(render(current_schemas()))
+    assert main(["--write", "--snapshot", str(snapshot), *REGISTRY]) == 0
+    assert json.loads(snapshot.read_text()) == json.loads(render(current_schemas(shop_registry())))
     capsys.readouterr()
     broken = json.loads(snapshot.read_text())
     broken["OrderGhosted"] = broken["OrderCancelled"]  # a type the code no longer has
     broken["OrderPlaced"]["schema"]["required"].remove("customer_id")  # now newly required
     snapshot.write_text(json.dumps(broken))
 
-    assert main(["--check", "--snapshot", str(snapshot)]) == 1
+    assert main(["--check", "--snapshot", str(snapshot), *REGISTRY]) == 1
     assert capsys.readouterr().out.splitlines() == [
         "OrderGhosted: event type was removed, its stored events could not be read",
         "OrderPlaced v2: property 'customer_id' became required",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors.shipping import UNDELIVERABLE, ShipmentAggregate, ShipmentState, ShipmentStatus
 from events.base import Command, Event
-from events.inventory import ShipStock
-from events.shipping import (
+from shop.aggregates.shipping import UNDELIVERABLE, ShipmentAggregate, ShipmentState, ShipmentStatus
+from shop.messages.inventory import ShipStock
+from shop.messages.shipping import (
     CancelShipment,
     ScheduleShipment,
     ShipmentCancelled,

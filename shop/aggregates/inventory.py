@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actors.aggregate import DomainError
 from events.base import Command, DomainModel, Event
-from events.inventory import (
+from shop.messages.inventory import (
     INVENTORY,
     AddStock,
     ReleaseStock,

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from events.base import Command, Event
-from events.orders import MAX_ORDER_TOTAL_CENTS
+from shop.messages.orders import MAX_ORDER_TOTAL_CENTS
 
 PAYMENT = "payment"
 

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from actors.aggregate import DomainError
 from events.base import Command, DomainModel, Event
-from events.payment import (
+from shop.messages.payment import (
     PAYMENT,
     CapturePayment,
     PaymentCaptured,

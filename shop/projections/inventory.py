@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from events.base import StoredEvent
-from events.inventory import StockAdded, StockReleased, StockReserved, StockShipped
 from projections.base import POSITION_DDL, RowPerKey, Table
+from shop.messages.inventory import StockAdded, StockReleased, StockReserved, StockShipped
 
 
 class InventoryLevelsProjection(RowPerKey):

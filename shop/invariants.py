@@ -7,15 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from events.base import StoredEvent
-from events.inventory import StockAdded, StockReleased, StockReserved, StockShipped
-from events.orders import OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected
-from events.payment import PaymentCaptured, PaymentRefunded
+from shop.messages.inventory import StockAdded, StockReleased, StockReserved, StockShipped
+from shop.messages.orders import OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected
+from shop.messages.payment import PaymentCaptured, PaymentRefunded
 
 TERMINAL_EVENTS = (OrderConfirmed, OrderRejected, OrderCancelled)
 
 
 @dataclass
-class Audit:
+class InvariantReport:
     orders: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
@@ -36,12 +36,12 @@ def audit(
     events: Iterable[StoredEvent],
     order_ids: Iterable[str] | None = None,
     skus: Iterable[str] | None = None,
-) -> Audit:
+) -> InvariantReport:
     """Check every invariant: one terminal state per order, stock never negative and conserved,
     money captured - refunded = confirmed totals, unique event ids, gap-free versions.
 
     `order_ids` and `skus` scope the audit to one run's orders and stock on a shared log."""
-    result = Audit()
+    result = InvariantReport()
     order_scope = set(order_ids) if order_ids is not None else None
     sku_scope = set(skus) if skus is not None else None
     by_aggregate: dict[tuple[str, str], list[StoredEvent]] = defaultdict(list)
@@ -93,7 +93,7 @@ def audit(
     return result
 
 
-def _audit_stock(sku: str, evs: list[StoredEvent], result: Audit) -> None:
+def _audit_stock(sku: str, evs: list[StoredEvent], result: InvariantReport) -> None:
     added = available = reserved = shipped = 0
     for e in evs:
         p = e.payload
@@ -121,7 +121,7 @@ def _audit_shipped_lines(
     by_aggregate: dict[tuple[str, str], list[StoredEvent]],
     placed: dict[str, OrderPlaced],
     terminal: dict[str, list[str]],
-    result: Audit,
+    result: InvariantReport,
     sku_scope: set[str] | None,
 ) -> None:
     want: Counter[str] = Counter()

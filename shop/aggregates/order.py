@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from actors.aggregate import DomainError
 from events.base import Command, DomainModel, Event, utc_now
-from events.orders import (
+from shop.messages.orders import (
     DEFAULT_CURRENCY,
     ORDER,
     CancelOrder,
@@ -89,6 +89,9 @@ class OrderAggregate:
         return OrderState()
 
     # ---- deadlines (the shard asks these to schedule ExpireOrder) -------------------
+
+    def is_terminal(self, state: OrderState) -> bool:
+        return state.terminal
 
     def due_at(self, state: OrderState) -> datetime | None:
         return None if state.terminal else state.deadline_at

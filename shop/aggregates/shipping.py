@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from actors.aggregate import DomainError
 from events.base import Command, DomainModel, Event
-from events.shipping import (
+from shop.messages.shipping import (
     SHIPPING,
     CancelShipment,
     ScheduleShipment,

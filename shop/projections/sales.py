@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from events.base import StoredEvent
-from events.payment import PaymentCaptured, PaymentRefunded
 from projections.base import POSITION_DDL, Lookup, Projection, Row, Table, View, position
+from shop.messages.payment import PaymentCaptured, PaymentRefunded
 
 PAYMENTS = Table(
     name="sales_payments",

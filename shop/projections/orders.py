@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from events.base import StoredEvent
-from events.orders import OrderCancelled, OrderPlaced, OrderRejected
 from projections.base import POSITION_DDL, Lookup, Projection, Row, RowPerKey, Table, position
+from shop.messages.orders import OrderCancelled, OrderPlaced, OrderRejected
 
 STATUS_BY_EVENT = {
     "OrderPlaced": "reserving",

@@ -1,16 +1,17 @@
 """Upcasters: pure functions that lift a stored event payload one schema version up.
 
-The registry runs them on read (`Registry.decode_event`), so everything that decodes events through
-`events.default_registry()` (shard rehydration, policy runners, projections, the event log reader)
-sees only the current shape. Each function takes the payload dict of version N and returns a new
-dict of version N + 1; it never mutates its input and never does I/O.
+The registry runs them on read (`Registry.decode_event`), so everything that decodes events
+(shard rehydration, policy runners, projections, the event log reader) sees only the current
+shape. They are declared in the order service's `Messages` bundle (`shop.messages`). Each
+function takes the payload dict of version N and returns a new dict of version N + 1; it never
+mutates its input and never does I/O.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from events.orders import DEFAULT_CURRENCY
+from shop.messages.orders import DEFAULT_CURRENCY
 
 
 def order_placed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
