@@ -49,3 +49,21 @@ def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap
     assert report["timeline"] and report["timeline"][-1]["completed"] == report["sagas"]
     for png in ("throughput.png", "latency.png", "lag.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_the_demo_runs_sagas_end_to_end_and_summarises_them(tmp_path: Path, kafka_bootstrap: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "CHOREO_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "CHOREO_TOPIC_PREFIX": f"demo{run}-",
+        "CHOREO_NAMESPACE": f"demo{run}",
+        "CHOREO_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+    }
+    cmd = [sys.executable, "-m", "choreography.cli", "demo", "--config", str(REPO / "cluster.yaml"),
+           "--sagas", "60", "--no-start-kafka"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "60/60 sagas ended" in proc.stdout
+    assert "Summary (read back from ClickHouse)" in proc.stdout and "confirmed" in proc.stdout
+    assert "OrderPlaced" in proc.stdout  # the first saga's trail from events_raw

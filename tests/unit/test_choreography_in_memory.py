@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from actors.aggregate import Aggregate, DomainError
-from choreography.policies import run_policies
-from events.base import Command, Envelope, StoredEvent
+from actors.aggregate import Aggregate
+from choreography.testing import InMemoryChoreography
 from shop.aggregates import PaymentAggregate, ShipmentAggregate, StockItemAggregate
 from shop.aggregates.inventory import StockState
 from shop.aggregates.order import OrderAggregate, OrderState, OrderStatus
@@ -26,7 +25,6 @@ from shop.messages.inventory import AddStock
 from shop.messages.orders import CancelOrder, ExpireOrder, OrderLine, PlaceOrder
 from shop.policies import WIRING
 
-SERVICES = ("order", "inventory", "payment", "shipping")
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -41,67 +39,17 @@ class TickingClock:
         return T0 + timedelta(seconds=self.ticks)
 
 
-class Bus:
+class Bus(InMemoryChoreography):
+    """The shop's four services on the kit's in-memory bus, with a ticking clock for deadlines."""
+
     def __init__(self, rng: random.Random | None = None, deadline: timedelta | None = None) -> None:
-        self.rng = rng
-        self.aggregates: dict[str, Aggregate[Any]] = {
+        aggregates: dict[str, Aggregate[Any]] = {
             "order": OrderAggregate(deadline=deadline, clock=TickingClock()),
             "inventory": StockItemAggregate(),
             "payment": PaymentAggregate(),
             "shipping": ShipmentAggregate(),
         }
-        self.states: dict[tuple[str, str], Any] = {}
-        self.versions: dict[tuple[str, str], int] = {}
-        self.queue: list[Command] = []
-        self.seen: set[tuple[str, str]] = set()
-        """(service, command id): each service's shards deduplicate their own commands."""
-        self.handled: list[Command] = []
-        self.rejections: list[tuple[Command, str]] = []
-        self.log: list[StoredEvent] = []
-
-    def send(self, *commands: Command) -> None:
-        self.queue.extend(commands)
-
-    def state(self, service: str, aggregate_id: str) -> Any:
-        return self.states.get((service, aggregate_id)) or self.aggregates[service].initial()
-
-    def step(self) -> None:
-        index = self.rng.randrange(len(self.queue)) if self.rng else 0
-        command = self.queue.pop(index)
-        if (command.target, command.command_id) in self.seen:
-            return
-        self.seen.add((command.target, command.command_id))
-        self.handled.append(command)
-        service, aggregate_id = command.target, command.aggregate_id
-        aggregate, key = self.aggregates[service], (service, aggregate_id)
-        state = self.state(service, aggregate_id)
-        try:
-            events = aggregate.decide(state, command)
-        except DomainError as err:
-            self.rejections.append((command, err.code))
-            return
-        for event in events:
-            state = aggregate.evolve(state, event)
-            self.versions[key] = self.versions.get(key, 0) + 1
-            stored = StoredEvent(
-                envelope=Envelope(
-                    event_id=f"ev{len(self.log)}", event_type=event.type_name(), aggregate_type=service,
-                    aggregate_id=aggregate_id, version=self.versions[key], occurred_at=T0,
-                    correlation_id=command.correlation_id or aggregate_id, causation_id=command.command_id,
-                ),
-                payload=event, topic=f"{service}-events", partition=0, offset=len(self.log),
-            )  # fmt: skip
-            self.log.append(stored)
-            for target in SERVICES:
-                self.send(*run_policies(WIRING[target], stored))
-        self.states[key] = state
-
-    def run(self, limit: int = 100_000) -> None:
-        for _ in range(limit):
-            if not self.queue:
-                return
-            self.step()
-        raise AssertionError("the saga did not settle")
+        super().__init__(aggregates, WIRING, rng)
 
     def order(self, order_id: str) -> OrderState:
         return self.state("order", order_id)
@@ -114,9 +62,6 @@ class Bus:
 
     def shipment(self, order_id: str) -> ShipmentState:
         return self.state("shipping", order_id)
-
-    def event_types(self, correlation_id: str) -> list[str]:
-        return [s.envelope.event_type for s in self.log if s.envelope.correlation_id == correlation_id]
 
 
 def place(

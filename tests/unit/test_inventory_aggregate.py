@@ -7,6 +7,7 @@ import random
 import pytest
 
 from actors.aggregate import DomainError
+from choreography.testing import given
 from events.base import Command, Event
 from shop.aggregates.inventory import StockItemAggregate, StockState
 from shop.messages.inventory import (
@@ -21,7 +22,6 @@ from shop.messages.inventory import (
     StockShipped,
 )
 from shop.messages.payment import RefundPayment
-from tests.given_when_then import given
 
 STOCK = StockItemAggregate()
 ADDED = StockAdded(sku="A", quantity=10)

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from actors.aggregate import DomainError
+from choreography.testing import given
 from events.base import Command, Event
 from shop.aggregates.order import OrderAggregate, OrderState, OrderStatus
 from shop.messages.inventory import AddStock, StockAdded
@@ -35,7 +36,6 @@ from shop.messages.orders import (
     StrayReservationReleased,
     StrayShipmentCancelled,
 )
-from tests.given_when_then import given
 
 ORDER = OrderAggregate()
 ADDRESS = "1 Main St, Springfield"

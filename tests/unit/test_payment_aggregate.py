@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from choreography.testing import given
 from events.base import Command, Event
 from shop.aggregates.payment import DECLINED_TOKENS, PaymentAggregate, PaymentState, PaymentStatus
 from shop.messages.orders import APPROVED_TOKEN
 from shop.messages.payment import CapturePayment, PaymentCaptured, PaymentDeclined, PaymentRefunded, RefundPayment
 from shop.messages.shipping import CancelShipment
-from tests.given_when_then import given
 
 PAYMENT = PaymentAggregate()
 CAPTURE = CapturePayment(order_id="o1", customer_id="c1", amount_cents=399, payment_token=APPROVED_TOKEN)

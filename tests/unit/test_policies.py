@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from choreography.policies import Meta, On, run_policies, source_services
-from events.base import Command, Envelope, Event, StoredEvent, utc_now
+from choreography.testing import reactions
+from choreography.testing import stored as kit_stored
+from events.base import Command, Event, StoredEvent
 from shop.messages.inventory import (
     ReleaseStock,
     ReserveStock,
@@ -86,14 +88,7 @@ EVERY_EVENT: tuple[Event, ...] = (
 
 def stored(event: Event, event_id: str = EVENT_ID, correlation_id: str = CORRELATION) -> StoredEvent:
     key = "sku" if event.aggregate_type == "inventory" else "order_id"
-    return StoredEvent(
-        envelope=Envelope(
-            event_id=event_id, event_type=event.type_name(), aggregate_type=event.aggregate_type,
-            aggregate_id=getattr(event, key), version=1, occurred_at=utc_now(),
-            correlation_id=correlation_id, causation_id="cmd-0", schema_version=event.schema_version,
-        ),
-        payload=event, topic=f"{event.aggregate_type}-events", partition=0, offset=7,
-    )  # fmt: skip
+    return kit_stored(event, getattr(event, key), event_id=event_id, correlation_id=correlation_id)
 
 
 def ids(n: int, event_id: str = EVENT_ID, correlation_id: str = CORRELATION) -> dict[str, str]:
@@ -101,7 +96,7 @@ def ids(n: int, event_id: str = EVENT_ID, correlation_id: str = CORRELATION) -> 
 
 
 def react(service: str, event: Event) -> list[Command]:
-    return run_policies(WIRING[service], stored(event))
+    return reactions(WIRING[service], stored(event))
 
 
 # ---- the envelope metadata every command carries -------------------------------------

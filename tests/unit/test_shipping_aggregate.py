@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from choreography.testing import given
 from events.base import Command, Event
 from shop.aggregates.shipping import UNDELIVERABLE, ShipmentAggregate, ShipmentState, ShipmentStatus
 from shop.messages.inventory import ShipStock
@@ -14,7 +15,6 @@ from shop.messages.shipping import (
     ShipmentFailed,
     ShipmentScheduled,
 )
-from tests.given_when_then import given
 
 SHIPMENT = ShipmentAggregate()
 ADDRESS = "1 Main St, Springfield"
