@@ -76,6 +76,8 @@ class ShardConfig(BaseModel):
     """Import path of the aggregate's class or factory (metadata.services.<service>.aggregate)."""
     messages: str
     """Import path of the service's events.Messages (metadata.services.<service>.messages)."""
+    python_path: tuple[str, ...] = ()
+    """Directories of declared code that is not installed (metadata.python_path)."""
     shard: int
     shards: int
     partitions: int

@@ -209,5 +209,7 @@ def actor_name(config: ShardConfig) -> str:
 
 def spawn_shard(config: ShardConfig, *, name: str | None = None, detached: bool = False) -> Any:
     """Create (or look up) the named shard actor. I/O bound, so it takes no CPU reservation."""
-    options = actor_options(name or actor_name(config), config.namespace, detached, max_task_retries=-1)
+    options = actor_options(
+        name or actor_name(config), config.namespace, detached, config.python_path, max_task_retries=-1
+    )
     return RemoteShardActor.options(**options).remote(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,11 @@ class Settings(Strict):
     state_dir: str = ".choreo/state"
     """Local directory for the shards' dedup indexes (caches of the dedup topics)."""
     schema_snapshot: str | None = None
-    """The committed JSON-schema snapshot of every declared event (`choreo schemas check`)."""
+    """The committed JSON-schema snapshot of every declared event (`choreo schemas check`),
+    relative to the cluster file."""
+    python_path: list[str] = Field(default_factory=list)
+    """Directories (relative to the cluster file) that hold the declared code when it is not
+    installed: put on sys.path by the bootstrap and on the PYTHONPATH of every actor."""
     workload: str | None = Field(default=None, pattern=IMPORT_PATH)
     """`module:attribute` of the default workload of `choreo loadtest` and `choreo demo`
     (see choreography.workload.Workload)."""
@@ -208,7 +213,13 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     doc = _read_yaml(cfg_path)
     if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
         raise ConfigError(f"{cfg_path}: missing the 'metadata:' mapping with the Choreo topology")
-    return settings_from_metadata(doc["metadata"], env, source=str(cfg_path))
+    metadata = dict(doc["metadata"])
+    base = cfg_path.resolve().parent  # paths in the file are relative to it
+    if isinstance(metadata.get("python_path"), list):
+        metadata["python_path"] = [str((base / str(d)).resolve()) for d in metadata["python_path"]]
+    if isinstance(metadata.get("schema_snapshot"), str):
+        metadata["schema_snapshot"] = str(base / metadata["schema_snapshot"])
+    return settings_from_metadata(metadata, env, source=str(cfg_path))
 
 
 def _read_yaml(path: Path) -> Any:
@@ -230,6 +241,9 @@ def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source
         data["topic_prefix"] = env[ENV_TOPIC_PREFIX]
     if env.get(ENV_NAMESPACE):
         data["namespace"] = env[ENV_NAMESPACE]
+    for directory in data.get("python_path") or []:  # before the domain is imported and checked
+        if isinstance(directory, str) and str(Path(directory).resolve()) not in sys.path:
+            sys.path.insert(0, str(Path(directory).resolve()))
     try:
         settings = Settings.model_validate(_stringify_topic_configs(data))
     except ValidationError as exc:
@@ -238,6 +252,7 @@ def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source
         update={
             "clickhouse": ClickHouseSettings(dsn=resolve_dsn(settings.clickhouse.dsn)),
             "state_dir": str(Path(settings.state_dir).expanduser().resolve()),
+            "python_path": [str(Path(d).resolve()) for d in settings.python_path],
         }
     )
 

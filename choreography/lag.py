@@ -132,4 +132,5 @@ RemoteLagMonitor = ray.remote(LagMonitor)
 
 
 def spawn_lag_monitor(settings: Settings, *, detached: bool = False) -> Any:
-    return RemoteLagMonitor.options(**actor_options("lag-monitor", settings.namespace, detached)).remote(settings)
+    options = actor_options("lag-monitor", settings.namespace, detached, settings.python_path)
+    return RemoteLagMonitor.options(**options).remote(settings)

@@ -33,6 +33,8 @@ class RunnerConfig(BaseModel):
     """Import path of the service's wiring table (metadata.services.<service>.policies)."""
     messages: dict[str, str]
     """Import path of every service's events.Messages, to decode the events it reacts to."""
+    python_path: tuple[str, ...] = ()
+    """Directories of declared code that is not installed (metadata.python_path)."""
     index: int
     runners: int
     kafka: dict[str, str]
@@ -178,6 +180,5 @@ RemotePolicyRunner = ray.remote(PolicyRunnerActor)
 
 def spawn_policy_runner(config: RunnerConfig, *, detached: bool = False) -> Any:
     name = f"policy-{config.service}-{config.index}"
-    return RemotePolicyRunner.options(**actor_options(name, config.namespace, detached, max_task_retries=-1)).remote(
-        config
-    )
+    options = actor_options(name, config.namespace, detached, config.python_path, max_task_retries=-1)
+    return RemotePolicyRunner.options(**options).remote(config)

@@ -287,7 +287,7 @@ class Deployment:
         def spawn() -> Any:
             hosts = spawn_projection_hosts(
                 s.clickhouse.dsn, s.kafka.client_config(), s.namespace, s.topic_prefix,
-                {n: p.model_dump() for n, p in chosen.items()}, s.messages_paths(),
+                {n: p.model_dump() for n, p in chosen.items()}, s.messages_paths(), python_path=s.python_path,
             )  # fmt: skip
             return hosts[projection]
 

@@ -6,7 +6,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 log = logging.getLogger("choreo.runtime")
@@ -21,10 +21,13 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
-def actor_options(name: str, namespace: str, detached: bool, **extra: Any) -> dict[str, Any]:
+def actor_options(
+    name: str, namespace: str, detached: bool, python_path: Sequence[str] = (), **extra: Any
+) -> dict[str, Any]:
     """Ray options shared by Choreo's actors: named (one per role), I/O bound so they reserve no
-    CPU, restarted by Ray after a crash, and detached when the deployment should outlive its driver."""
-    return {
+    CPU, restarted by Ray after a crash, and detached when the deployment should outlive its driver.
+    `python_path`: directories of declared code that is not installed, put on the actor's PYTHONPATH."""
+    options: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
         "get_if_exists": True,
@@ -33,6 +36,10 @@ def actor_options(name: str, namespace: str, detached: bool, **extra: Any) -> di
         "max_restarts": -1,
         **extra,
     }
+    if python_path:
+        inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join([*python_path, *inherited])}}
+    return options
 
 
 T = TypeVar("T")

@@ -51,6 +51,7 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
         deadline_s=spec.deadline_s,
         dedup_window_s=spec.dedup_window_s,
         state_dir=settings.state_dir,
+        python_path=tuple(settings.python_path),
     )
 
 
@@ -66,6 +67,7 @@ def runner_config(settings: Settings, service: str, index: int) -> RunnerConfig:
         namespace=settings.namespace,
         topic_prefix=settings.topic_prefix,
         poll_ms=settings.services[service].poll_ms,
+        python_path=tuple(settings.python_path),
     )
 
 
@@ -120,6 +122,7 @@ class System:
                 {n: p.model_dump() for n, p in settings.projections.items()},
                 settings.messages_paths(),
                 detached=detached,
+                python_path=settings.python_path,
             )
         self.lag_monitor: Any = spawn_lag_monitor(settings, detached=detached) if metrics else None
         self.wait_ready()

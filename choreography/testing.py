@@ -50,7 +50,9 @@ class Scenario:
         try:
             events = self._decide()
         except DomainError as err:
-            raise AssertionError(f"expected {list(expected)}, but the command was rejected: {err.code}: {err}") from None
+            raise AssertionError(
+                f"expected {list(expected)}, but the command was rejected: {err.code}: {err}"
+            ) from None
         if events != list(expected):
             raise AssertionError(f"expected events {list(expected)}\n     got events {events}")
         state = self.state

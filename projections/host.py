@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -263,14 +264,19 @@ def spawn_projection_hosts(
     messages: dict[str, str],
     *,
     detached: bool = False,
+    python_path: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Projection name -> the actor running it. The embedded engine allows one engine per
     process, so one host runs them all; against a ClickHouse server each gets its own actor."""
     if dsn.startswith("chdb://"):
-        host = _spawn("projection-host", dsn, kafka, namespace, topic_prefix, projections, messages, detached)
+        host = _spawn(
+            "projection-host", dsn, kafka, namespace, topic_prefix, projections, messages, detached, python_path
+        )
         return dict.fromkeys(projections, host)
     return {
-        name: _spawn(f"projection-{name}", dsn, kafka, namespace, topic_prefix, {name: opts}, messages, detached)
+        name: _spawn(
+            f"projection-{name}", dsn, kafka, namespace, topic_prefix, {name: opts}, messages, detached, python_path
+        )
         for name, opts in projections.items()
     }
 
@@ -284,6 +290,7 @@ def _spawn(
     projections: dict[str, dict[str, Any]],
     messages: dict[str, str],
     detached: bool,
+    python_path: Sequence[str],
 ) -> Any:
-    options = actor_options(actor, namespace, detached, max_task_retries=-1, max_concurrency=8)
+    options = actor_options(actor, namespace, detached, python_path, max_task_retries=-1, max_concurrency=8)
     return RemoteProjectionHost.options(**options).remote(dsn, kafka, namespace, topic_prefix, projections, messages)
