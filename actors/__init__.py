@@ -9,6 +9,7 @@ from actors.aggregate import (
     HasDeadlines,
     HasTerminalStates,
     benign_rejections,
+    fold,
     is_terminal,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "HasDeadlines",
     "HasTerminalStates",
     "benign_rejections",
+    "fold",
     "is_terminal",
 ]

@@ -13,6 +13,7 @@ reaction carries it on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -75,6 +76,14 @@ class HasBenignRejections(Protocol):
     meets them. Every other rejection of such a command is dead-lettered with its reason."""
 
     benign_rejections: frozenset[str]
+
+
+def fold(aggregate: Aggregate[S], events: Iterable[Event], state: S | None = None) -> S:
+    """The state after `events`, starting from `state` (by default the aggregate's initial state)."""
+    current = aggregate.initial() if state is None else state
+    for event in events:
+        current = aggregate.evolve(current, event)
+    return current
 
 
 def benign_rejections(aggregate: Aggregate[Any]) -> frozenset[str]:

@@ -8,12 +8,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from actors.aggregate import fold
 from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
 from actors.shard_actor import spawn_shard
@@ -230,15 +232,16 @@ class System:
         if as_of is None and version is None:
             state, current = ray.get(self.shard(service, aggregate_id).state.remote(aggregate_id))
             return state, current
-        aggregate = self.settings.aggregate(service)
-        state, reached = aggregate.initial(), 0
-        for ev in self.history(service, aggregate_id):
-            if version is not None and ev.version > version:
-                break
-            if as_of is not None and ev.envelope.occurred_at > as_of:
-                break
-            state, reached = aggregate.evolve(state, ev.payload), ev.version
-        return state, reached
+        until = list(
+            takewhile(
+                lambda ev: (
+                    (version is None or ev.version <= version) and (as_of is None or ev.envelope.occurred_at <= as_of)
+                ),
+                self.history(service, aggregate_id),
+            )
+        )
+        state = fold(self.settings.aggregate(service), (ev.payload for ev in until))
+        return state, until[-1].version if until else 0
 
     def history(self, service: str, aggregate_id: str) -> list[StoredEvent]:
         """Every event of one aggregate, oldest first, from its partition of the event log."""

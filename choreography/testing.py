@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from actors.aggregate import Aggregate, DomainError
+from actors.aggregate import Aggregate, DomainError, fold
 from choreography.policies import On, run_policies
 from events.base import Command, DomainModel, Envelope, Event, StoredEvent
 from projections.base import Projection
@@ -31,9 +31,7 @@ class Scenario:
 
     def __init__(self, aggregate: Aggregate[Any], history: Sequence[Event]) -> None:
         self.aggregate = aggregate
-        self.state = aggregate.initial()
-        for event in history:
-            self.state = aggregate.evolve(self.state, event)
+        self.state = fold(aggregate, history)
         self.command: Command | None = None
 
     def when(self, command: Command) -> Scenario:
@@ -55,10 +53,7 @@ class Scenario:
             ) from None
         if events != list(expected):
             raise AssertionError(f"expected events {list(expected)}\n     got events {events}")
-        state = self.state
-        for event in events:
-            state = self.aggregate.evolve(state, event)
-        return state
+        return fold(self.aggregate, events, self.state)
 
     def then_rejected(self, code: str, match: str | None = None) -> DomainError:
         """Assert the command is rejected with `code` (and a message containing `match`)."""

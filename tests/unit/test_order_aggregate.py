@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from actors.aggregate import DomainError
+from actors.aggregate import DomainError, fold
 from choreography.testing import given
 from events.base import Command, Event
 from shop.aggregates.order import OrderAggregate, OrderState, OrderStatus
@@ -94,10 +94,7 @@ PLACED_WITH_DEADLINE = PLACED.model_copy(update={"deadline_at": DUE})
 
 
 def replay(*history: Event) -> OrderState:
-    state = ORDER.initial()
-    for event in history:
-        state = ORDER.evolve(state, event)
-    return state
+    return fold(ORDER, history)
 
 
 # ---- placing ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from actors.aggregate import fold
 from choreography.testing import given
 from events.base import Command, Event
 from shop.aggregates.payment import DECLINED_TOKENS, PaymentAggregate, PaymentState, PaymentStatus
@@ -19,10 +20,7 @@ REFUNDED = PaymentRefunded(order_id="o1", amount_cents=399, reason="shipment fai
 
 
 def replay(*history: Event) -> PaymentState:
-    state = PAYMENT.initial()
-    for event in history:
-        state = PAYMENT.evolve(state, event)
-    return state
+    return fold(PAYMENT, history)
 
 
 def capture_with(token: str) -> CapturePayment:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from actors.aggregate import fold
 from choreography.testing import given
 from events.base import Command, Event
 from shop.aggregates.shipping import UNDELIVERABLE, ShipmentAggregate, ShipmentState, ShipmentStatus
@@ -25,10 +26,7 @@ CANCELLED = ShipmentCancelled(order_id="o1", reason="order already ended")
 
 
 def replay(*history: Event) -> ShipmentState:
-    state = SHIPMENT.initial()
-    for event in history:
-        state = SHIPMENT.evolve(state, event)
-    return state
+    return fold(SHIPMENT, history)
 
 
 # ---- scheduling ---------------------------------------------------------------------
