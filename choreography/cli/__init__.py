@@ -1,0 +1,81 @@
+"""The `choreo` command line, one module per group of verbs: `kafka` (local broker), `reads`
+(submit, state, history, saga, query, lag, validate), `run` (demo, loadtest) and `ops`
+(projections, schemas, snapshots, dead letters). `main` turns user and environment errors into
+one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.text import Text
+
+from choreography.broker import BrokerError
+from choreography.cli import kafka, ops, reads, run
+from choreography.cli.common import app, err_console, loaded, no_broker_error
+from choreography.config import ConfigError
+from choreography.errors import (
+    CommandRejected,
+    InvalidCommand,
+    ProjectionTimeout,
+    QueryError,
+    QueryRejected,
+    ShardUnavailable,
+)
+
+__all__ = ["app", "kafka", "main", "ops", "reads", "run"]
+
+USER_ERRORS = (
+    ConfigError,
+    BrokerError,
+    InvalidCommand,
+    CommandRejected,
+    ShardUnavailable,
+    ProjectionTimeout,
+    QueryRejected,
+    QueryError,
+    ValueError,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user and environment errors print one red line and exit 1 (usage errors 2),
+    never a stack trace."""
+    from confluent_kafka import KafkaException
+
+    try:
+        app(args=argv, prog_name="choreo", standalone_mode=False)
+    except USER_ERRORS as exc:
+        _fail(str(exc), 1)
+    except KafkaException as exc:
+        _fail(_kafka_message(exc), 1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        _fail(_usage_message(exc), getattr(exc, "exit_code", 2))
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(Text.assemble(("error: ", "red"), message), soft_wrap=True, highlight=False)
+    sys.exit(code)
+
+
+def _usage_message(exc: Exception) -> str:
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if format_message else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "choreo"
+    message = message.strip()
+    return f"{message}{'' if message.endswith(('.', '?', '!')) else '.'} See '{where} --help'."
+
+
+def _kafka_message(exc: Exception) -> str:
+    error = exc.args[0] if exc.args else exc
+    text = str(error.str()) if hasattr(error, "str") else str(exc)
+    bootstrap = loaded[-1].kafka.bootstrap_servers if loaded else "the configured address"
+    if "transport" in text.lower() or "brokers are down" in text.lower() or "timed out" in text.lower():
+        return str(no_broker_error(bootstrap))
+    return f"Kafka at {bootstrap}: {text}"

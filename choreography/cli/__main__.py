@@ -1,0 +1,5 @@
+"""`python -m choreography.cli`."""
+
+from choreography.cli import main
+
+main()
