@@ -25,7 +25,6 @@ from bench.common import (
 from choreography.kafka_io import consumer_config, producer_config
 from choreography.runtime import tune_gc
 from choreography.topics import ensure_topics, partition_for
-from projections import projection_for
 from projections.base import Table
 from projections.runner import ProjectionRunner
 from projections.sink import ClickHouseSink
@@ -50,7 +49,7 @@ def raw_consume(settings, topic: str, expected: int) -> float:
 
 def run_projection(settings, name: str, sink: ClickHouseSink, expected: int, batch: int) -> tuple[float, int]:
     runner = ProjectionRunner(
-        projection_for(name), sink, settings.kafka.client_config(), shop_registry(),
+        settings.projection(name), sink, settings.kafka.client_config(), shop_registry(),
         group_id=f"{settings.namespace}-bench-{name}", topics=["order-events"],
         topic_prefix=settings.topic_prefix, batch_size=batch, flush_interval_ms=500,
     )  # fmt: skip
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     decoded = [registry.decode_event(v, topic, 0, i) for i, (_, v) in enumerate(messages)]
     for name in ("events_raw", "orders"):
         seconds, rows = run_projection(settings, name, sink, n, args.batch)
-        projection = projection_for(name)
+        projection = settings.projection(name)
         table = projection.tables[0]
         baseline_rows = projection.project(decoded, sink.rows)[table.name]
         insert_s = raw_insert(sink, table, baseline_rows, args.batch)
