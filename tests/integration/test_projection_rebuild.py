@@ -14,8 +14,9 @@ from shop.messages.payment import PaymentCaptured, PaymentRefunded
 from tests.integration.conftest import read_log
 from tests.integration.workload import run_workload, wait_projections_caught_up, wait_settled
 
-SALES = {"sales_per_minute": {"topics": ["payment-events"], "batch_size": 25}}
-CRASH_SALES = {"sales_per_minute": {"topics": ["payment-events"], "batch_size": 100}}
+SALES_CLASS = "shop.projections.sales:SalesProjection"
+SALES = {"sales_per_minute": {"projection": SALES_CLASS, "topics": ["payment-events"], "batch_size": 25}}
+CRASH_SALES = {"sales_per_minute": {"projection": SALES_CLASS, "topics": ["payment-events"], "batch_size": 100}}
 CRASHED = 17
 
 
