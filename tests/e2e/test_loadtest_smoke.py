@@ -13,15 +13,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap: str) -> None:
+def _isolated_env(tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
+    """The environment of a CLI run with its own topics, Ray namespace and ClickHouse."""
     run = uuid.uuid4().hex[:8]
-    env = {
+    return {
         **os.environ,
         "CHOREO_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "CHOREO_TOPIC_PREFIX": f"smoke{run}-",
         "CHOREO_NAMESPACE": f"smoke{run}",
         "CHOREO_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
     }
+
+
+def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap: str) -> None:
+    env = _isolated_env(tmp_path, kafka_bootstrap)
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "choreography.cli", "loadtest", "--config", str(REPO / "cluster.yaml"),
            "--duration", "15", "--rate", "80", "--mix", "declines=0.3", "--output", str(out)]  # fmt: skip
@@ -52,14 +57,7 @@ def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap
 
 
 def test_the_demo_runs_sagas_end_to_end_and_summarises_them(tmp_path: Path, kafka_bootstrap: str) -> None:
-    run = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "CHOREO_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "CHOREO_TOPIC_PREFIX": f"demo{run}-",
-        "CHOREO_NAMESPACE": f"demo{run}",
-        "CHOREO_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
-    }
+    env = _isolated_env(tmp_path, kafka_bootstrap)
     cmd = [sys.executable, "-m", "choreography.cli", "demo", "--config", str(REPO / "cluster.yaml"),
            "--sagas", "60", "--no-start-kafka"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
