@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 
 from events.base import StoredEvent
 from shop.messages.inventory import StockAdded, StockReleased, StockReserved, StockShipped
-from shop.messages.orders import OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected
+from shop.messages.orders import TERMINAL_EVENTS, OrderPlaced
 from shop.messages.payment import PaymentCaptured, PaymentRefunded
-
-TERMINAL_EVENTS = (OrderConfirmed, OrderRejected, OrderCancelled)
 
 
 @dataclass

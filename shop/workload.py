@@ -10,6 +10,7 @@ from choreography.workload import Audit, Saga
 from events.base import Command, StoredEvent
 from shop.invariants import audit
 from shop.messages import AddStock, CancelOrder, OrderLine, PlaceOrder
+from shop.messages.orders import OUTCOMES
 
 
 class OrderMix:
@@ -20,7 +21,7 @@ class OrderMix:
     undeliverable (ship_failures) and that the customer cancels right away (cancels)."""
 
     saga_topic = "order-events"
-    outcomes = {"OrderConfirmed": "confirmed", "OrderRejected": "rejected", "OrderCancelled": "cancelled"}
+    outcomes = OUTCOMES
     visible_projection = "saga_outcomes"
     summary_sql = (
         "SELECT status, count() AS orders, sum(total_cents) / 100 AS value, round(avg(line_count), 2) AS avg_lines, "

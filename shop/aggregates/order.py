@@ -11,6 +11,7 @@ from events.base import Command, DomainModel, Event, utc_now
 from shop.messages.orders import (
     DEFAULT_CURRENCY,
     ORDER,
+    OUTCOMES,
     CancelOrder,
     ExpireOrder,
     OrderCancelled,
@@ -45,7 +46,7 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-TERMINAL = frozenset({OrderStatus.CONFIRMED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
+TERMINAL = frozenset(OrderStatus(status) for status in OUTCOMES.values())
 
 
 class OrderState(DomainModel):

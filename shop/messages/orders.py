@@ -185,6 +185,11 @@ class StrayPaymentRefunded(OrderEvent):
     amount_cents: int
 
 
+TERMINAL_EVENTS: tuple[type[Event], ...] = (OrderConfirmed, OrderRejected, OrderCancelled)
+"""The events that end an order's saga; each order has exactly one of them."""
+OUTCOMES = {"OrderConfirmed": "confirmed", "OrderRejected": "rejected", "OrderCancelled": "cancelled"}
+"""Terminal event type -> the order's final status."""
+
 ORDER_COMMANDS: tuple[type[Command], ...] = (
     PlaceOrder, CancelOrder, RecordStockReserved, RecordStockRejected, RecordPaymentCaptured,
     RecordPaymentDeclined, RecordShipmentScheduled, RecordShipmentFailed, ExpireOrder,

@@ -7,7 +7,7 @@ from typing import Any
 
 from events.base import StoredEvent
 from projections.base import POSITION_DDL, Lookup, Projection, Row, RowPerKey, Table, position
-from shop.messages.orders import OrderCancelled, OrderPlaced, OrderRejected
+from shop.messages.orders import OUTCOMES, OrderCancelled, OrderPlaced, OrderRejected
 
 STATUS_BY_EVENT = {
     "OrderPlaced": "reserving",
@@ -17,7 +17,7 @@ STATUS_BY_EVENT = {
     "OrderRejected": "rejected",
     "OrderCancelled": "cancelled",
 }
-TERMINAL = frozenset({"confirmed", "rejected", "cancelled"})
+TERMINAL = frozenset(OUTCOMES.values())
 
 
 def _order_row(row: dict[str, Any] | None, ev: StoredEvent) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ import ray
 
 from actors.aggregate import fold
 from shop.invariants import audit
+from shop.messages.orders import OUTCOMES
 from tests.integration.conftest import read_log
 from tests.integration.workload import run_workload, wait_projections_caught_up, wait_settled
 
@@ -83,7 +84,7 @@ def test_projections_equal_the_log_under_repeated_kills_and_rebuild_equals_live(
         len(lines), sum(line.quantity * line.unit_price_cents for line, _ in lines)
     )
     # saga_outcomes: one outcome per order, matching the terminal events.
-    outcomes = {"OrderConfirmed": "confirmed", "OrderRejected": "rejected", "OrderCancelled": "cancelled"}
+    outcomes = OUTCOMES
     want_outcomes = Counter(outcomes[k] for k, n in result.outcomes.items() for _ in range(n))
     got = dict(system.query("SELECT outcome, count() FROM saga_outcomes FINAL GROUP BY outcome").rows)
     assert got == dict(want_outcomes)
