@@ -22,6 +22,7 @@ def _isolated_env(tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
         "CHOREO_TOPIC_PREFIX": f"smoke{run}-",
         "CHOREO_NAMESPACE": f"smoke{run}",
         "CHOREO_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+        "COLUMNS": "200",  # tables and their titles on one line each
     }
 
 

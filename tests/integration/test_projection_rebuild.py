@@ -69,7 +69,7 @@ def _host_process(args: dict[str, Any], crash_at: int | None, results: Any) -> N
     from choreography.kafka_io import consumer_config, end_offsets
     from projections.host import ProjectionHost
 
-    host = ProjectionHost(args["dsn"], args["kafka"], args["namespace"], args["prefix"], CRASH_SALES)
+    host = ProjectionHost(args["dsn"], args["kafka"], args["namespace"], args["prefix"], CRASH_SALES, args["messages"])
     consumer = Consumer(consumer_config(args["kafka"], "rebuild-test"))
     ends = end_offsets(consumer, [f"{args['prefix']}payment-events"])
     consumer.close()
@@ -114,6 +114,7 @@ def test_a_crash_at_any_step_of_a_rebuild_never_leaves_the_totals_short(
     args = {
         "dsn": f"chdb://{tmp_path / 'replica'}", "kafka": settings.kafka.client_config(),
         "namespace": f"{settings.namespace}-replica", "prefix": settings.topic_prefix,
+        "messages": settings.messages_paths(),
     }  # fmt: skip
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
