@@ -95,12 +95,12 @@ def demo(
             test.drain(observer, time.monotonic() - seconds, tick)
         observer.stop_flag.set()
         elapsed = max(v[1] for v in observer.ended.values()) - min(test.started_at.values()) if observer.ended else 0.0
+        with console.status("Waiting for the projections to catch up..."):
+            for name in settings.projections:  # the summary reads them
+                wait_projection_caught_up(system, settings, name)
         summary = system.query(load.summary_sql, {"run": run + "-"}) if hasattr(load, "summary_sql") else None
         first = next(iter(test.started_at))
-        trail = None
-        if "events_raw" in settings.projections:
-            wait_projection_caught_up(system, settings, "events_raw")
-            trail = system.saga(first)
+        trail = system.saga(first) if "events_raw" in settings.projections else None
     done = len(observer.ended)
     console.print(
         f"{done}/{sagas} sagas ended in {elapsed:.1f}s ({done / elapsed if elapsed else 0:,.0f} sagas/s through the "

@@ -18,6 +18,11 @@ class TransferMix:
     outcomes = {"TransferCompleted": "completed", "TransferRejected": "rejected", "TransferFailed": "failed",
                 "TransferExpired": "expired"}  # fmt: skip
     visible_projection = "transfers"
+    summary_sql = (
+        "SELECT status, count() AS transfers, sum(amount_cents) / 100 AS value, any(reason) AS example_reason "
+        "FROM transfers FINAL WHERE startsWith(transfer_id, %(run)s) GROUP BY status ORDER BY transfers DESC"
+    )
+    """What `choreo demo` prints from ClickHouse after the run."""
 
     def __init__(
         self, run: str, seed: int = 1, accounts: int = 50, overdrafts: float = 0.1, unknown_targets: float = 0.05
