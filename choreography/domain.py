@@ -46,6 +46,8 @@ def resolve(path: str, key: str) -> Any:
     except AttributeError:
         module_name, _, attribute = path.partition(":")
         raise DeclarationError(f"{key}: cannot import {path!r} (module {module_name!r} has no {attribute!r})") from None
+    except Exception as exc:  # the module itself fails: a syntax error, an exception at import
+        raise DeclarationError(f"{key}: importing {path!r} failed ({type(exc).__name__}: {exc})") from None
 
 
 def load_aggregate(path: str, key: str, service: str, deadline_s: float | None = None) -> Aggregate[Any]:

@@ -109,6 +109,16 @@ def test_declared_domain_code_is_imported_and_checked_with_the_key_in_the_error(
     assert message in str(caught.value)
 
 
+def test_a_module_that_fails_on_import_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_domain.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    doc = yaml.safe_load(CLUSTER.read_text())
+    doc["metadata"]["services"]["order"]["aggregate"] = "broken_domain:Order"
+    with pytest.raises(ConfigError, match=r"metadata\.services\.order\.aggregate: importing 'broken_domain:Order' "
+                       r"failed \(RuntimeError: boom\)"):  # fmt: skip
+        load_settings(_write(tmp_path, doc), env={})
+
+
 def test_a_policy_may_only_react_to_declared_services(tmp_path: Path) -> None:
     doc = yaml.safe_load(CLUSTER.read_text())
     del doc["metadata"]["services"]["shipping"]
