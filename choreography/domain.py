@@ -73,7 +73,8 @@ def load_aggregate(path: str, key: str, service: str, deadline_s: float | None =
         raise DeclarationError(f"{key}: {path!r} has aggregate_type {aggregate.aggregate_type!r}, not {service!r}")
     if deadline_s and not isinstance(aggregate, HasDeadlines):
         raise DeclarationError(no_deadlines)
-    return aggregate
+    checked: Aggregate[Any] = aggregate
+    return checked
 
 
 def load_messages(path: str, key: str, service: str) -> Messages:
