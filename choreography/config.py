@@ -144,9 +144,10 @@ class Settings(Strict):
         return self
 
     def _check_domain(self) -> None:
-        """Import every declared aggregate, message bundle, wiring table and projection, and check
-        them against the runtime's contracts (messages fit their service, policies react to
-        declared services, commands go to declared services)."""
+        """Import every declared aggregate, message bundle, wiring table, projection and workload,
+        and check them against the runtime's contracts (messages fit their service, policies react
+        to declared events of declared services). Where a policy's commands go is known only when
+        it runs: the policy runner fails on a command for an undeclared service."""
         try:
             registry = self.registry()
             for service in self.services:
