@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Message
+from events.log.records import LogRecord
 
 log = logging.getLogger("choreo.dedup")
 
@@ -121,7 +121,7 @@ class DedupStore:
         """Per partition, the dedup-topic offset to catch up from."""
         return {p: index.next_offset for p, index in self.indexes.items()}
 
-    def catch_up(self, messages: Iterable[Message], chunk: int = 10_000) -> int:
+    def catch_up(self, messages: Iterable[LogRecord], chunk: int = 10_000) -> int:
         """Apply committed records the indexes miss (a crash after a commit, a lost index)."""
         since = time.time() - self.window_s
         pending: dict[int, list[tuple[str, Recorded]]] = {}

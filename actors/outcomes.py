@@ -29,3 +29,17 @@ class Rejected:
 
 
 Outcome = Accepted | Rejected
+
+
+class CommandRejected(Exception):
+    """The domain refused a command. `code` is machine-readable, `reason` says why."""
+
+    def __init__(self, command_id: str, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.command_id = command_id
+        self.code = code
+        self.reason = reason
+
+
+class ShardUnavailable(RuntimeError):
+    """No shard answered in time; the command may be retried with the same command id."""

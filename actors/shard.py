@@ -1,13 +1,13 @@
-"""One shard of a service: rehydrates from snapshot + event tail, decides commands, appends
-events in Kafka transactions with a stable transactional.id, and writes snapshot checkpoints."""
+"""One shard of a service, its Kafka side: rehydrates the pure core (`actors.shard_core`) from
+snapshot + event tail, appends the events it decides in Kafka transactions with a stable
+transactional.id per partition, records client command outcomes in the dedup topic, parks what it
+refuses in the dead-letter topic, and writes snapshot checkpoints."""
 
 from __future__ import annotations
 
-import heapq
-import json
 import logging
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,21 +23,24 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict
 
-from actors.aggregate import Aggregate, DomainError, HasDeadlines, benign_rejections
+from actors.aggregate import Aggregate
 from actors.dedup import DedupStore, Recorded
 from actors.outcomes import Accepted, Outcome, Rejected
-from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
-from choreography.kafka_io import (
+from actors.shard_core import Entry, ShardCore, Staged
+from events.base import Command, DomainModel, StoredEvent
+from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
+from events.log.kafka_io import (
     consumer_config,
     data_messages,
     is_abortable,
     is_fatal,
+    position,
     producer_config,
     read_to_end,
 )
-from choreography.topics import (
+from events.log.topics import (
     commands_topic,
     dedup_topic,
     dlq_topic,
@@ -46,16 +49,10 @@ from choreography.topics import (
     partition_for,
     snapshots_topic,
 )
-from events.base import Command, DomainModel, Envelope, Event, StoredEvent, new_id, utc_now
 from events.registry import DecodeError, Registry, event_headers
 
 log = logging.getLogger("choreo.shard")
 
-CHECKPOINT_KEY = b"__checkpoint__"
-RECENT_COMMANDS = 16
-"""Command ids remembered per aggregate (and kept in its snapshot) for idempotent redelivery."""
-SEEN_CAPACITY = 100_000
-"""Recent command outcomes kept in memory so a retried command returns its original events."""
 TXN_OP_S = 15.0
 """Longest wait for one step of a transaction (flush, offsets, commit). A step that takes longer
 (the broker died mid-transaction) restarts the shard, which fences and aborts it: quicker than
@@ -119,32 +116,6 @@ class ShardConfig(BaseModel):
 
 
 @dataclass
-class Entry:
-    state: DomainModel
-    version: int
-    recent: tuple[str, ...] = ()
-
-
-class SnapshotCodec:
-    """One aggregate's snapshot as JSON, written and parsed by pydantic's Rust core."""
-
-    def __init__(self, state_type: type[DomainModel]) -> None:
-        self.model = create_model(
-            f"{state_type.__name__}Snapshot",
-            state=(state_type, ...),
-            version=(int, ...),
-            recent=(tuple[str, ...], ()),
-        )
-
-    def encode(self, entry: Entry) -> bytes:
-        return self.model(state=entry.state, version=entry.version, recent=entry.recent).model_dump_json().encode()
-
-    def decode(self, value: bytes) -> Entry:
-        snap: Any = self.model.model_validate_json(value)
-        return Entry(snap.state, snap.version, snap.recent)
-
-
-@dataclass
 class Batch:
     """Commands to decide in one transaction, with the consumed offsets it commits (if any)."""
 
@@ -177,9 +148,6 @@ class Shard:
 
     def __init__(self, config: ShardConfig, aggregate: Aggregate[Any], registry: Registry) -> None:
         self.config = config
-        self.aggregate = aggregate
-        self.expiring = aggregate if isinstance(aggregate, HasDeadlines) else None
-        self.benign = benign_rejections(aggregate)
         self.registry = registry
         self.events_topic = events_topic(config.service, config.topic_prefix)
         self.snapshots_topic = snapshots_topic(config.service, config.topic_prefix)
@@ -187,19 +155,9 @@ class Shard:
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.dedup_topic = dedup_topic(config.service, config.topic_prefix)
         self.stage = f"shard {config.name}"
-        self.deadlines: list[tuple[datetime, str]] = []
-        self.scheduled: dict[str, datetime] = {}
+        self.core = ShardCore(aggregate, registry, config.owned, config.partitions, self.events_topic)
+        self.owned = self.core.owned
         self.command_consumer: Consumer | None = None
-        self.snapshots = SnapshotCodec(aggregate.state_type)
-        self.owned = set(config.owned)
-        self.entries: dict[str, Entry] = {}
-        self.seen: OrderedDict[str, list[StoredEvent]] = OrderedDict()
-        self.next_offset: dict[int, int] = dict.fromkeys(self.owned, 0)
-        self.since_checkpoint: dict[int, int] = dict.fromkeys(self.owned, 0)
-        self.dirty: dict[int, set[str]] = {p: set() for p in self.owned}
-        self.broken: dict[int, str] = {}
-        """Partitions whose event log could not be replayed (undecodable event, version gap), with
-        why: the shard refuses to decide on them rather than serve state it knows is incomplete."""
         self.parked_rejections: Counter[str] = Counter()
         """Rejected command-topic commands sent to the dead-letter topic, by rejection code."""
         state_dir = Path(config.state_dir) / config.namespace / f"{config.topic_prefix}{config.service}"
@@ -223,18 +181,14 @@ class Shard:
     def rehydrate(self) -> RehydrationStats:
         started = time.perf_counter()
         stats = RehydrationStats()
-        self.entries.clear()
-        self.seen.clear()
-        self.broken.clear()
+        self.core.reset()
         consumer = self._consumer()
         try:
-            checkpoints = self._load_snapshots(consumer, stats)
-            starts = {p: checkpoints.get(p, 0) for p in self.owned}
-            stats.from_checkpoint = {p: o for p, o in starts.items() if o > 0}
-            for p, offset in starts.items():
-                self.next_offset[p] = offset
-            for msg in read_to_end(consumer, self.events_topic, starts):
-                self._replay(msg)
+            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0))
+            checkpoints, stats.snapshots = self.core.restore_snapshots(snapshots)
+            stats.from_checkpoint = {p: o for p, o in checkpoints.items() if o > 0}
+            for msg in read_to_end(consumer, self.events_topic, {p: checkpoints.get(p, 0) for p in self.owned}):
+                self.core.replay(msg)
                 stats.events += 1
             stats.dedup_caught_up = self.dedup.catch_up(read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
         finally:
@@ -242,94 +196,22 @@ class Shard:
         stats.seconds = time.perf_counter() - started
         log.info(
             "%s rehydrated %d aggregates from %d snapshots + %d events in %.2fs",
-            self.config.name, len(self.entries), stats.snapshots, stats.events,
+            self.config.name, len(self.core.entries), stats.snapshots, stats.events,
             stats.seconds,
         )  # fmt: skip
         return stats
 
-    def _load_snapshots(self, consumer: Consumer, stats: RehydrationStats) -> dict[int, int]:
-        """Latest snapshot of each aggregate plus, per partition, the offset they cover."""
-        checkpoints: dict[int, int] = {}
-        pending: dict[int, dict[str, Entry]] = {p: {} for p in self.owned}
-        corrupt: set[int] = set()
-        starts = dict.fromkeys(self.owned, 0)
-        for msg in read_to_end(consumer, self.snapshots_topic, starts):
-            p, _ = position(msg)
-            if p in corrupt:
-                continue
-            try:
-                if msg.key() == CHECKPOINT_KEY:
-                    checkpoints[p] = int(json.loads(msg.value() or b"")["next_offset"])
-                else:
-                    pending[p][(msg.key() or b"").decode()] = self.snapshots.decode(msg.value() or b"")
-            except (ValueError, KeyError, TypeError) as exc:
-                # Case 2 of the runbook: a corrupt snapshot is ignored and the partition replays.
-                log.warning("snapshot partition %d is corrupt (%s); replaying from 0", p, exc)
-                corrupt.add(p)
-        for p in self.owned:
-            if p in corrupt or p not in checkpoints:
-                checkpoints.pop(p, None)
-                continue
-            for agg_id, entry in pending[p].items():
-                self._set_entry(agg_id, entry)
-            stats.snapshots += len(pending[p])
-        return checkpoints
+    @property
+    def entries(self) -> dict[str, Entry]:
+        return self.core.entries
 
-    def _replay(self, msg: Message) -> None:
-        p, offset = position(msg)
-        self.next_offset[p] = offset + 1
-        if p in self.broken:
-            return
-        try:
-            stored = self.registry.decode_event(msg.value(), self.events_topic, p, offset)
-        except DecodeError as exc:
-            self._break(p, f"undecodable event at offset {offset}: {exc}")
-            return
-        env = stored.envelope
-        entry = self.entries.get(env.aggregate_id)
-        if entry is None:
-            entry = Entry(self.aggregate.initial(), 0)
-        if env.version != entry.version + 1:
-            have, read = entry.version, env.version
-            self._break(p, f"version gap at offset {offset}: {env.aggregate_id} is at v{have}, the log has v{read}")
-            return
-        recent = entry.recent
-        if not recent or recent[-1] != env.causation_id:
-            recent = (*recent, env.causation_id)[-RECENT_COMMANDS:]
-        self._set_entry(
-            env.aggregate_id,
-            Entry(self.aggregate.evolve(entry.state, stored.payload), env.version, recent),
-        )
-        self._remember(env.causation_id, stored)
-        self.since_checkpoint[p] += 1
-        self.dirty[p].add(env.aggregate_id)
+    @property
+    def broken(self) -> dict[int, str]:
+        return self.core.broken
 
-    def _break(self, p: int, why: str) -> None:
-        self.broken[p] = why
-        log.error(
-            "%s refuses partition %d of %s until its log is repaired (an upcaster, or the runbook): %s",
-            self.config.name, p, self.events_topic, why,
-        )  # fmt: skip
-
-    def _set_entry(self, agg_id: str, entry: Entry) -> None:
-        self.entries[agg_id] = entry
-        if self.expiring is None:
-            return
-        due = self.expiring.due_at(entry.state)
-        if due is None:
-            self.scheduled.pop(agg_id, None)
-        elif self.scheduled.get(agg_id) != due:
-            self.scheduled[agg_id] = due
-            heapq.heappush(self.deadlines, (due, agg_id))
-
-    def _remember(self, command_id: str, stored: StoredEvent) -> None:
-        events = self.seen.get(command_id)
-        if events is None:
-            self.seen[command_id] = [stored]
-            if len(self.seen) > SEEN_CAPACITY:
-                self.seen.popitem(last=False)
-        else:
-            events.append(stored)
+    @property
+    def next_offset(self) -> dict[int, int]:
+        return self.core.next_offset
 
     # ---- command handling --------------------------------------------------------
 
@@ -417,19 +299,12 @@ class Shard:
         commands = batch.commands
         outcomes: list[Outcome | None] = [None] * len(commands)
         pending: dict[str, Entry] = {}
-        appended: list[tuple[int, list[tuple[Envelope, Event, int]]]] = []
+        appended: list[tuple[int, Staged]] = []
         positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = {}
         recorded: list[int] = []
         producer.begin_transaction()
         for i, cmd in enumerate(commands):
-            if partition_for(cmd.aggregate_id, self.config.partitions) != p:
-                # Checked before deciding: a decision stages state that would then never commit.
-                outcome: Outcome | None = Rejected(
-                    cmd.command_id, "misrouted", f"{cmd.aggregate_id} is not in partition {p}"
-                )
-                staged: list[tuple[Envelope, Event, int]] = []
-            else:
-                outcome, staged = self._decide(cmd, pending)
+            outcome, staged = self.core.decide(cmd, pending, partition=p)
             if outcome is not None:
                 outcomes[i] = outcome
                 if batch.client and isinstance(outcome, Rejected) and outcome.code not in UNRECORDED:
@@ -438,7 +313,7 @@ class Shard:
             if batch.client:
                 recorded.append(i)
             appended.append((i, staged))
-            for j, (env, payload, _) in enumerate(staged):
+            for j, (env, payload) in enumerate(staged):
                 producer.produce(
                     self.events_topic,
                     key=env.aggregate_id.encode(),
@@ -451,7 +326,7 @@ class Shard:
         parked: list[str] = []
         for i, outcome in enumerate(outcomes):
             source = batch.sources[i] if batch.sources else None
-            if source is not None and isinstance(outcome, Rejected) and outcome.code not in self.benign:
+            if source is not None and isinstance(outcome, Rejected) and outcome.code not in self.core.benign:
                 # A saga step the aggregate refused must not vanish with its committed offset.
                 letters.append(dead_letter_from(source, self.stage, f"rejected {outcome.code}: {outcome.reason}"))
                 parked.append(outcome.code)
@@ -470,27 +345,24 @@ class Shard:
         # Committed: only now does the in-memory state move forward.
         self.parked_rejections.update(parked)
         self._index_outcomes(p, records)
-        for agg_id, entry in pending.items():
-            self._set_entry(agg_id, entry)
-        for i, staged in appended:
-            stored = []
-            for j, (env, payload, _) in enumerate(staged):
-                part, offset = positions[(i, j)]  # type: ignore[misc]
-                stored.append(
-                    StoredEvent(
-                        envelope=env, payload=payload, topic=self.events_topic,
-                        partition=part, offset=offset,
-                    )
-                )  # fmt: skip
-                self.next_offset[part] = max(self.next_offset[part], offset + 1)
-                self.since_checkpoint[part] += 1
-                self.dirty[part].add(env.aggregate_id)
-            cid = commands[i].command_id
-            self.seen[cid] = stored
-            if len(self.seen) > SEEN_CAPACITY:
-                self.seen.popitem(last=False)
-            outcomes[i] = Accepted(cid, stored)
+        committed = [
+            (commands[i].command_id, self._stored(staged, [positions[(i, j)] for j in range(len(staged))]))
+            for i, staged in appended
+        ]
+        for (i, _), accepted in zip(appended, self.core.commit(pending, committed), strict=True):
+            outcomes[i] = accepted
         return [o for o in outcomes if o is not None]
+
+    def _stored(self, staged: Staged, delivered: list[tuple[int, int] | KafkaError]) -> list[StoredEvent]:
+        """The staged events of one command with the log positions their delivery reported."""
+        stored = []
+        for (env, payload), where in zip(staged, delivered, strict=True):
+            assert not isinstance(where, KafkaError)  # raised after the flush
+            part, offset = where
+            stored.append(
+                StoredEvent(envelope=env, payload=payload, topic=self.events_topic, partition=part, offset=offset)
+            )
+        return stored
 
     # ---- durable dedup of client commands -------------------------------------------
 
@@ -502,7 +374,7 @@ class Shard:
         wanted: dict[int, list[str]] = defaultdict(list)
         for cmd in commands:
             p = partition_for(cmd.aggregate_id, self.config.partitions)
-            if p in self.owned and cmd.command_id not in self.seen:
+            if p in self.owned and cmd.command_id not in self.core.seen:
                 wanted[p].append(cmd.command_id)
         found: dict[str, Recorded] = {}
         for p, ids in wanted.items():
@@ -527,7 +399,7 @@ class Shard:
         commands: list[Command],
         recorded: list[int],
         outcomes: list[Outcome | None],
-        appended: list[tuple[int, list[tuple[Envelope, Event, int]]]],
+        appended: list[tuple[int, Staged]],
         positions: dict[tuple[int, int], tuple[int, int] | KafkaError],
     ) -> list[tuple[str, Recorded, int]]:
         """Write the outcome of each new client command to the dedup topic, in this transaction."""
@@ -598,50 +470,6 @@ class Shard:
                     break
         return found
 
-    def _decide(
-        self, cmd: Command, pending: dict[str, Entry]
-    ) -> tuple[Outcome | None, list[tuple[Envelope, Event, int]]]:
-        cid = cmd.command_id
-        if cid in self.seen:
-            return Accepted(cid, list(self.seen[cid]), duplicate=True), []
-        agg_id = cmd.aggregate_id
-        p = partition_for(agg_id, self.config.partitions)
-        if p not in self.owned:
-            return Rejected(cid, "wrong_shard", f"{agg_id} belongs to partition {p}"), []
-        if p in self.broken:
-            reason = f"partition {p} of {self.events_topic} is not served: {self.broken[p]}"
-            return Rejected(cid, "partition_unavailable", reason), []
-        entry = pending.get(agg_id) or self.entries.get(agg_id) or Entry(self.aggregate.initial(), 0)
-        if cid in entry.recent:
-            return Accepted(cid, [], duplicate=True), []
-        try:
-            events = self.aggregate.decide(entry.state, cmd)
-            state, version = entry.state, entry.version
-            staged = []
-            now = utc_now()
-            for ev in events:
-                version += 1
-                state = self.aggregate.evolve(state, ev)
-                env = Envelope(
-                    event_id=new_id(),
-                    event_type=ev.type_name(),
-                    aggregate_type=self.aggregate.aggregate_type,
-                    aggregate_id=agg_id,
-                    version=version,
-                    occurred_at=now,
-                    correlation_id=cmd.correlation_id or agg_id,
-                    causation_id=cid,
-                    schema_version=ev.schema_version,
-                )
-                staged.append((env, ev, p))
-        except DomainError as exc:
-            return Rejected(cid, exc.code, exc.message), []
-        except Exception as exc:  # a handler bug must not take the shard down
-            log.exception("handler error on %s", cmd.type_name())
-            return Rejected(cid, "handler_error", f"{type(exc).__name__}: {exc}"), []
-        pending[agg_id] = Entry(state, version, (*entry.recent, cid)[-RECENT_COMMANDS:])
-        return None, staged
-
     # ---- commands from the command topic (sent by policies) -------------------------
 
     def open_command_stream(self) -> Consumer:
@@ -678,17 +506,7 @@ class Shard:
         return self._transact(Batch([command], sources=[source], marks=marks))[0]
 
     def due_commands(self, now: datetime | None = None) -> list[Command]:
-        """Commands for aggregates whose deadline has passed (e.g. ExpireOrder)."""
-        if self.expiring is None or not self.deadlines:
-            return []
-        now = now or utc_now()
-        due: list[Command] = []
-        while self.deadlines and self.deadlines[0][0] <= now:
-            at, agg_id = heapq.heappop(self.deadlines)
-            if self.scheduled.get(agg_id) == at:
-                del self.scheduled[agg_id]
-                due.append(self.expiring.expire(agg_id))
-        return due
+        return self.core.due_commands(now)
 
     def fire_deadlines(self) -> list[Outcome]:
         """Expire overdue aggregates. Exactly once: the shard is the single writer, the expiry
@@ -699,27 +517,17 @@ class Shard:
     # ---- snapshots ---------------------------------------------------------------
 
     def _maybe_snapshot(self, force: bool = False) -> int:
-        due = [
-            p
-            for p in self.owned - set(self.broken)  # a checkpoint must never paper over a broken log
-            if self.dirty[p] and (force or self.since_checkpoint[p] >= self.config.snapshot_every)
-        ]
-        if not due:
-            return 0
         written = 0
-        for p in due:  # each partition's snapshot commits with its own producer
-            producer = self.producers[p]
+        for p in self.core.snapshots_due(self.config.snapshot_every, force):
+            producer = self.producers[p]  # each partition's snapshot commits with its own producer
             producer.begin_transaction()
-            for agg_id in self.dirty[p]:
-                value = self.snapshots.encode(self.entries[agg_id])
-                producer.produce(self.snapshots_topic, key=agg_id.encode(), value=value, partition=p)
-                written += 1
-            marker = json.dumps({"next_offset": self.next_offset[p], "at": time.time()})
-            producer.produce(self.snapshots_topic, key=CHECKPOINT_KEY, value=marker, partition=p)
+            records = self.core.snapshot_records(p)
+            for key, value in records:
+                producer.produce(self.snapshots_topic, key=key, value=value, partition=p)
             _flush(producer)
             producer.commit_transaction(TXN_OP_S)
-            self.dirty[p].clear()
-            self.since_checkpoint[p] = 0
+            self.core.snapshotted(p)
+            written += len(records) - 1  # the checkpoint is not an aggregate
         return written
 
     def snapshot_now(self) -> int:
@@ -728,10 +536,7 @@ class Shard:
     # ---- reads -------------------------------------------------------------------
 
     def state(self, aggregate_id: str) -> tuple[DomainModel, int]:
-        entry = self.entries.get(aggregate_id)
-        if entry is None:
-            return self.aggregate.initial(), 0
-        return entry.state, entry.version
+        return self.core.state(aggregate_id)
 
     def close(self) -> None:
         for consumer in (self.command_consumer, self.reader):
@@ -757,10 +562,3 @@ def _record_position(
 ) -> None:
     # Delivery callbacks must not raise; the error is re-raised after flush().
     positions[slot] = err if err is not None else position(msg)
-
-
-def position(msg: Message) -> tuple[int, int]:
-    """(partition, offset) of a consumed or delivered message."""
-    p, offset = msg.partition(), msg.offset()
-    assert p is not None and offset is not None
-    return p, offset

@@ -13,13 +13,13 @@ from typing import Any
 import ray
 from confluent_kafka import KafkaException
 
-from actors.outcomes import Outcome
+from actors.declared import load_aggregate
+from actors.outcomes import Outcome, ShardUnavailable
+from actors.runtime import actor_options, exit_soon, start_with_retry, tune_gc
 from actors.shard import Shard, ShardConfig, ShardFenced
-from choreography.dlq import DeadLetter, LetterMessage
-from choreography.domain import load_aggregate, load_registry
-from choreography.errors import ShardUnavailable
-from choreography.runtime import actor_options, exit_soon, start_with_retry, tune_gc
 from events.base import Command, DomainModel
+from events.declared import load_registry
+from events.log.dlq import DeadLetter, LetterMessage
 
 log = logging.getLogger("choreo.shard")
 

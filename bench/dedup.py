@@ -17,9 +17,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from actors.shard import Shard
 from bench.common import Timer, bench_settings, console, produce_blocking, report
 from choreography.config import Settings
-from choreography.kafka_io import consumer_config, watermarks
 from choreography.system import shard_config
-from choreography.topics import ensure_topics
+from choreography.topology import ensure_topics
+from events.log.kafka_io import consumer_config, watermarks
 from shop.messages import registry as shop_registry
 from shop.messages.orders import OrderLine, PlaceOrder
 

@@ -17,14 +17,14 @@ from typing import Any
 import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from actors.runtime import tune_gc
 from bench.common import Timer, bench_settings, console, produce_blocking, report, timed_consume
 from choreography.config import Settings
-from choreography.kafka_io import consumer_config, producer_config
 from choreography.loadtest import LoadSpec, LoadTest, SagaObserver, new_run_id
-from choreography.runtime import tune_gc
 from choreography.system import System
-from choreography.topics import admin_client, ensure_topics
+from choreography.topology import admin_client, ensure_topics
 from choreography.workload import load_workload
+from events.log.kafka_io import consumer_config, producer_config
 
 
 def topic_sizes(settings: Settings) -> dict[str, int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from actors.runtime import tune_gc
 from bench.common import (
     Timer,
     bench_settings,
@@ -22,9 +23,9 @@ from bench.common import (
     report,
     timed_consume,
 )
-from choreography.kafka_io import consumer_config, producer_config
-from choreography.runtime import tune_gc
-from choreography.topics import ensure_topics, partition_for
+from choreography.topology import ensure_topics
+from events.log.kafka_io import consumer_config, producer_config
+from events.log.topics import partition_for
 from projections.base import Table
 from projections.runner import ProjectionRunner
 from projections.sink import ClickHouseSink

@@ -14,13 +14,13 @@ from pathlib import Path
 import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from actors.runtime import tune_gc
 from actors.shard import Shard
 from actors.shard_actor import spawn_shard
 from bench.common import Timer, bench_settings, console, order_saga_events, produce_blocking, report, timed_consume
-from choreography.kafka_io import consumer_config, producer_config
-from choreography.runtime import tune_gc
 from choreography.system import shard_config
-from choreography.topics import ensure_topics
+from choreography.topology import ensure_topics
+from events.log.kafka_io import consumer_config, producer_config
 from shop.messages import registry as shop_registry
 from shop.messages.orders import CancelOrder
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import ray
 
+from actors.runtime import tune_gc
 from bench.common import RESULTS, bench_settings, console, report
 from bench.e2e import run_choreo, with_shards
-from choreography.runtime import tune_gc
-from choreography.topics import ensure_topics
+from choreography.topology import ensure_topics
 
 
 def one_point(config: str | None, shards: int, duration: float, concurrency: int, nodes: int = 1) -> dict[str, Any]:

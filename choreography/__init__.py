@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that runtime modules (actors, projections) can import choreography.* helpers
-    # without pulling in the client API and creating an import cycle.
+    # Lazy (PEP 562) for speed, not to hide a cycle (lint-imports proves there is none): domain
+    # code imports choreography.policies and choreography.testing, which must not load Ray and Kafka.
     if name in ("System", "connect"):
         from choreography import system
 

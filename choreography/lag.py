@@ -13,9 +13,9 @@ import ray
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from actors.runtime import actor_options
 from choreography.config import Settings
-from choreography.runtime import actor_options
-from choreography.topics import commands_topic, events_topic
+from events.log.topics import commands_topic, events_topic
 
 log = logging.getLogger("choreo.lag")
 

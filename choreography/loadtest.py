@@ -16,13 +16,13 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from choreography.errors import ShardUnavailable
-from choreography.eventlog import read_topic
-from choreography.kafka_io import consumer_config
 from choreography.lag import consumer_lag
 from choreography.system import System
-from choreography.topics import events_topic
 from choreography.workload import Workload
 from events.base import Command
+from events.log.kafka_io import consumer_config
+from events.log.reader import read_topic
+from events.log.topics import events_topic
 from events.registry import TYPE_HEADER
 
 

@@ -9,7 +9,7 @@ the target shard deduplicates."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +41,23 @@ class On:
     policy: Policy
 
 
-def run_policies(wiring: Sequence[On], stored: StoredEvent) -> list[Command]:
+def run_policies(
+    wiring: Sequence[On], stored: StoredEvent, services: Collection[str] | None = None
+) -> list[Command]:
+    """The commands the wiring's policies make in reaction to `stored`. With `services` (the
+    declared ones), a command for any other service is a policy bug: ValueError, naming it."""
     meta = Meta(stored.envelope.event_id, stored.envelope.correlation_id)
     commands: list[Command] = []
     for row in wiring:
         if isinstance(stored.payload, row.event):
             commands.extend(row.policy(stored.payload, meta))
+    if services is not None:
+        stray = sorted({f"{type(c).__name__} for {c.target!r}" for c in commands if c.target not in services})
+        if stray:
+            raise ValueError(
+                f"a policy reacting to {stored.envelope.event_type} made {', '.join(stray)}, "
+                f"not a declared service (metadata.services has {', '.join(sorted(services))})"
+            )
     return commands
 
 

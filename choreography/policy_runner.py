@@ -12,14 +12,13 @@ import ray
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
-from actors.shard import position
-from choreography.dlq import DeadLetter, dead_letter_from, send_dead_letter
+from actors.runtime import actor_options, start_with_retry, tune_gc
 from choreography.domain import load_registry, load_wiring
-from choreography.kafka_io import consumer_config, data_messages, producer_config
 from choreography.policies import run_policies, source_services
-from choreography.runtime import actor_options, start_with_retry, tune_gc
-from choreography.topics import commands_topic, dlq_topic, events_topic, partition_for
 from events.base import Command
+from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
+from events.log.kafka_io import consumer_config, data_messages, position, producer_config
+from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for
 from events.registry import DecodeError
 
 log = logging.getLogger("choreo.policy")
@@ -120,7 +119,7 @@ class PolicyRunner:
 
     def _react(self, msg: Message, topic: str, p: int, offset: int) -> list[Command]:
         stored = self.registry.decode_event(msg.value(), topic, p, offset)
-        return run_policies(self.wiring, stored)
+        return run_policies(self.wiring, stored, services=self.config.partitions)
 
     def close(self) -> None:
         self.consumer.close()

@@ -29,11 +29,11 @@ from confluent_kafka import Consumer, Producer
 from actors.aggregate import benign_rejections
 from actors.outcomes import Accepted, Rejected
 from choreography.config import Settings
-from choreography.dlq import DeadLetter, LetterMessage, dead_letter_from, send_dead_letter
-from choreography.kafka_io import consumer_config, partitions_of, producer_config, read_to_end
 from choreography.policies import run_policies
-from choreography.topics import DLQ_TOPIC, commands_topic, partition_for, shard_for
 from events.base import Command
+from events.log.dlq import DeadLetter, LetterMessage, dead_letter_from, send_dead_letter
+from events.log.kafka_io import consumer_config, partitions_of, producer_config, read_to_end
+from events.log.topics import DLQ_TOPIC, commands_topic, partition_for, shard_for
 
 REDRIVEN_TOPIC = "choreo-redriven"
 KINDS = ("policy", "shard", "projection")
@@ -160,7 +160,7 @@ class Redriver:
             return Redriven(letter, "failed", f"no policies of service {service!r}")
         try:
             stored = self.registry.decode_event(letter.value, letter.source_topic, letter.partition, letter.offset)
-            commands = run_policies(self.settings.wiring(service), stored)
+            commands = run_policies(self.settings.wiring(service), stored, services=self.settings.services)
         except Exception as exc:
             return self._park_again(letter, _error(exc))
         producer = self.producer

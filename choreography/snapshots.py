@@ -11,10 +11,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from actors.shard import CHECKPOINT_KEY, Entry, ShardConfig, SnapshotCodec
+from actors.shard import ShardConfig
+from actors.shard_core import CHECKPOINT_KEY, Entry, SnapshotCodec
 from choreography.config import Settings
-from choreography.kafka_io import consumer_config, producer_config, read_to_end, watermarks
-from choreography.topics import events_topic, snapshots_topic
+from events.log.kafka_io import consumer_config, producer_config, read_to_end, watermarks
+from events.log.topics import events_topic, snapshots_topic
 
 Report = Callable[[str], None]
 

@@ -20,14 +20,15 @@ from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
 from actors.shard_actor import spawn_shard
 from choreography.config import Settings, load_settings
-from choreography.dlq import DeadLetter, read_dead_letters
 from choreography.errors import CommandRejected, ProjectionTimeout, QueryError, QueryRejected, ShardUnavailable
-from choreography.eventlog import read_topic
 from choreography.lag import LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, spawn_policy_runner
 from choreography.redrive import Redriven
-from choreography.topics import DLQ_TOPIC, ensure_topics, events_topic, partition_for, shard_for
+from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
+from events.log.dlq import DeadLetter, read_dead_letters
+from events.log.reader import read_topic
+from events.log.topics import DLQ_TOPIC, events_topic, partition_for, shard_for
 from projections.host import spawn_projection_hosts
 from projections.readonly import check_read_only
 from projections.sink import QueryResult

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from choreography.domain import DeclarationError, resolve
 from events.base import Command, StoredEvent
+from events.declared import DeclarationError, resolve
 
 
 @dataclass(frozen=True)

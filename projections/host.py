@@ -18,14 +18,15 @@ import ray
 from confluent_kafka import Message, Producer
 from ray.util.metrics import Counter
 
-from choreography.dlq import dead_letter_from, send_dead_letter
-from choreography.domain import load_projection, load_registry
-from choreography.kafka_io import producer_config
-from choreography.runtime import actor_options, tune_gc
-from choreography.topics import dlq_topic
+from actors.runtime import actor_options, tune_gc
 from events.base import StoredEvent
+from events.declared import load_registry
+from events.log.dlq import dead_letter_from, send_dead_letter
+from events.log.kafka_io import producer_config
+from events.log.topics import dlq_topic
 from events.registry import Registry
 from projections.base import Projection
+from projections.declared import load_projection
 from projections.runner import REBUILD, ProjectionRunner, discard_rebuild, promote, recover
 from projections.sink import ClickHouseSink, QueryResult
 

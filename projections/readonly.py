@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from choreography.errors import QueryRejected
+from projections.errors import QueryRejected
 
 FIRST_WORDS = frozenset({"select", "with", "show", "describe", "desc", "explain", "exists"})
 """Statements the query API runs. Everything else (DDL, DML, SET, USE, SYSTEM, KILL...) is refused."""

@@ -27,9 +27,8 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from actors.shard import position
-from choreography.kafka_io import consumer_config, data_messages, end_offsets
 from events.base import StoredEvent
+from events.log.kafka_io import consumer_config, data_messages, end_offsets, position
 from events.registry import DecodeError, Registry
 from projections.base import POSITION_DDL, Projection, Row, Table
 from projections.sink import ClickHouseSink

@@ -11,8 +11,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.binding import finalize_query
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from choreography.errors import QueryError
 from projections.base import POSITION_COLUMNS, Row, Table
+from projections.errors import QueryError
 from projections.readonly import check_read_only
 
 

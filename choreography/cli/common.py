@@ -58,7 +58,7 @@ def require_broker(settings: Settings) -> None:
     clients that would retry for a minute."""
     from confluent_kafka import KafkaException
 
-    from choreography.runtime import probe_broker
+    from actors.runtime import probe_broker
 
     try:
         probe_broker(settings.kafka.client_config())
@@ -127,7 +127,7 @@ def wait_projection_caught_up(system: Any, settings: Settings, name: str, timeou
 def end_offsets_of(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
     from confluent_kafka import Consumer
 
-    from choreography.kafka_io import consumer_config, end_offsets
+    from events.log.kafka_io import consumer_config, end_offsets
 
     consumer = Consumer(consumer_config(settings.kafka.client_config(), "choreo-cli"))
     try:

@@ -39,7 +39,7 @@ def kafka_start(
 
 
 def _create_topics(config: Path | None, bootstrap: str) -> None:
-    from choreography.topics import ensure_topics
+    from choreography.topology import ensure_topics
 
     settings = settings_for(config)
     settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})})

@@ -28,7 +28,7 @@ from choreography.cli.common import (
     start_ray,
 )
 from choreography.config import ConfigError
-from choreography.topics import DLQ_TOPIC
+from events.log.topics import DLQ_TOPIC
 
 projections_app = typer.Typer(help="Inspect and rebuild ClickHouse projections.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
@@ -225,8 +225,8 @@ STAGE_HELP = "Only letters of this stage: policy, shard, projection, or e.g. 'pr
 def dlq_list(config: ConfigOpt = None) -> None:
     """List dead letters: where each came from, who gave up on it and why, and whether a redrive
     has dealt with it (`done`)."""
-    from choreography.dlq import read_dead_letters
     from choreography.redrive import done_marks
+    from events.log.dlq import read_dead_letters
 
     settings = settings_for(config)
     require_broker(settings)
@@ -266,8 +266,8 @@ def dlq_redrive(
 
     Needs Ray: the shards and projection hosts of a running deployment are
     used; missing ones are started for the redrive and stopped afterwards."""
-    from choreography.dlq import read_dead_letters
     from choreography.redrive import Deployment, Redriver, redriven_topic, select
+    from events.log.dlq import read_dead_letters
 
     settings = settings_for(config)
     require_broker(settings)

@@ -94,8 +94,8 @@ def history(
     config: ConfigOpt = None,
 ) -> None:
     """Print every event of one aggregate, oldest first, read from the event log."""
-    from choreography.eventlog import read_topic
-    from choreography.topics import events_topic, partition_for
+    from events.log.reader import read_topic
+    from events.log.topics import events_topic, partition_for
 
     settings = settings_for(config)
     if service not in settings.services:

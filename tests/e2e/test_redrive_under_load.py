@@ -16,9 +16,9 @@ import uuid
 import ray
 from confluent_kafka import Producer
 
-from choreography.dlq import dead_letter_from, send_dead_letter
 from choreography.system import System
-from choreography.topics import partition_for
+from events.log.dlq import dead_letter_from, send_dead_letter
+from events.log.topics import partition_for
 from shop.invariants import audit
 from shop.messages import AddStock, OrderLine, PlaceOrder
 from shop.messages import registry as shop_registry

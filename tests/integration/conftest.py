@@ -17,9 +17,9 @@ import yaml
 from confluent_kafka.admin import AdminClient
 
 from choreography.config import Settings, settings_from_metadata
-from choreography.eventlog import read_topic
 from choreography.system import System
 from events.base import StoredEvent
+from events.log.reader import read_topic
 
 REPO = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("CHOREO_KAFKA_BOOTSTRAP", "127.0.0.1:9092")

@@ -10,7 +10,7 @@ from actors.outcomes import Accepted, Rejected
 from actors.shard import Shard
 from choreography.config import Settings
 from choreography.system import shard_config
-from choreography.topics import ensure_topics
+from choreography.topology import ensure_topics
 from shop.messages import registry as shop_registry
 from shop.messages.inventory import AddStock
 from shop.messages.orders import CancelOrder, OrderLine, PlaceOrder

@@ -11,9 +11,10 @@ from confluent_kafka import Producer
 
 from actors.shard import Shard, ShardFenced
 from choreography.config import ConfigError, Settings
-from choreography.kafka_io import producer_config
 from choreography.system import shard_config
-from choreography.topics import ensure_topics, partition_for
+from choreography.topology import ensure_topics
+from events.log.kafka_io import producer_config
+from events.log.topics import partition_for
 from shop.messages import registry as shop_registry
 from shop.messages.orders import OrderLine, PlaceOrder
 from tests.integration.conftest import read_log

@@ -8,8 +8,8 @@ import uuid
 
 from confluent_kafka import Producer
 
-from choreography.dlq import read_dead_letters
-from choreography.topics import partition_for
+from events.log.dlq import read_dead_letters
+from events.log.topics import partition_for
 from shop.messages import AddStock, OrderLine, PlaceOrder
 
 

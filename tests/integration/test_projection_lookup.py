@@ -53,7 +53,7 @@ def test_rows_read_back_after_a_restart_fold_like_cached_ones(tmp_path) -> None:
 def test_a_read_model_ahead_of_its_log_is_rebuilt_from_the_log(make_settings, tmp_path) -> None:
     from confluent_kafka import Producer
 
-    from choreography.topics import ensure_topics
+    from choreography.topology import ensure_topics
 
     settings = make_settings(shards=1, partitions=1)
     ensure_topics(settings)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import ray
 from confluent_kafka import Producer
 
-from choreography.dlq import read_dead_letters
-from choreography.topics import partition_for
 from events.base import Envelope
+from events.log.dlq import read_dead_letters
+from events.log.topics import partition_for
 from events.registry import event_headers
 from shop.messages import AddStock, OrderLine, PlaceOrder
 from shop.messages import registry as shop_registry

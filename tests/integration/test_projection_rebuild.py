@@ -66,7 +66,7 @@ def _host_process(args: dict[str, Any], crash_at: int | None, results: Any) -> N
     totals, then start a rebuild that dies (like kill -9) at its `crash_at`-th write to ClickHouse."""
     from confluent_kafka import Consumer
 
-    from choreography.kafka_io import consumer_config, end_offsets
+    from events.log.kafka_io import consumer_config, end_offsets
     from projections.host import ProjectionHost
 
     host = ProjectionHost(args["dsn"], args["kafka"], args["namespace"], args["prefix"], CRASH_SALES, args["messages"])

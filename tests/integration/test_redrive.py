@@ -14,8 +14,8 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from choreography.cli import main
 from choreography.config import Settings
-from choreography.dlq import dead_letter_from, send_dead_letter
-from choreography.topics import partition_for
+from events.log.dlq import dead_letter_from, send_dead_letter
+from events.log.topics import partition_for
 from shop.invariants import audit
 from shop.messages import AddStock, OrderLine, PlaceOrder
 from shop.messages import registry as shop_registry

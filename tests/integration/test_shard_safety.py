@@ -11,10 +11,11 @@ from confluent_kafka import Producer
 
 from actors.shard import Shard
 from actors.shard_actor import spawn_shard
-from choreography.dlq import read_dead_letters
 from choreography.system import shard_config
-from choreography.topics import ensure_topics, partition_for
+from choreography.topology import ensure_topics
 from events.base import Envelope, utc_now
+from events.log.dlq import read_dead_letters
+from events.log.topics import partition_for
 from shop.messages import registry as shop_registry
 from shop.messages.inventory import ShipStock
 from shop.messages.orders import OrderLine, OrderPlaced, PlaceOrder, RecordStockReserved

@@ -9,7 +9,7 @@ from confluent_kafka import Producer
 
 from actors.shard import Shard
 from choreography.system import shard_config
-from choreography.topics import ensure_topics
+from choreography.topology import ensure_topics
 from shop.messages import registry as shop_registry
 from shop.messages.orders import CancelOrder, OrderLine, PlaceOrder
 

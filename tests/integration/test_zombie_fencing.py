@@ -10,7 +10,8 @@ import ray
 from actors.shard_actor import RemoteShardActor, spawn_shard
 from choreography.errors import ShardUnavailable
 from choreography.system import shard_config
-from choreography.topics import ensure_topics, shard_for
+from choreography.topology import ensure_topics
+from events.log.topics import shard_for
 from shop.messages.orders import OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from choreography.config import ConfigError, load_settings, validate_cluster_file
-from choreography.topics import capped, owned_partitions, partition_for, shard_for
+from choreography.topology import capped
+from events.log.topics import owned_partitions, partition_for, shard_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster.yaml"

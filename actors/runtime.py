@@ -1,4 +1,5 @@
-"""Process tuning shared by Choreo's long-running actors."""
+"""Process plumbing every Choreo actor shares (shards, policy runners, projection hosts): Ray
+options, garbage-collector tuning, starting against a broker that may be down, crash-only restart."""
 
 from __future__ import annotations
 

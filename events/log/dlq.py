@@ -11,7 +11,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from choreography.kafka_io import consumer_config, partitions_of, read_to_end
+from events.log.kafka_io import consumer_config, partitions_of, read_to_end
 
 
 @dataclass(frozen=True)

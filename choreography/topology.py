@@ -1,10 +1,9 @@
-"""Topic names, the aggregate-id -> partition mapping, and topic creation from the topology."""
+"""Topic creation from the topology cluster.yaml declares."""
 
 from __future__ import annotations
 
 import logging
 import time
-import zlib
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -12,43 +11,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from choreography.config import ConfigError, Settings, TopicSpec
 
 log = logging.getLogger("choreo.topics")
-
-
-def events_topic(service: str, prefix: str = "") -> str:
-    return f"{prefix}{service}-events"
-
-
-def commands_topic(service: str, prefix: str = "") -> str:
-    return f"{prefix}{service}-commands"
-
-
-def snapshots_topic(service: str, prefix: str = "") -> str:
-    return f"{prefix}{service}-snapshots"
-
-
-def dedup_topic(service: str, prefix: str = "") -> str:
-    return f"{prefix}{service}-dedup"
-
-
-DLQ_TOPIC = "choreo-dead-letters"
-
-
-def dlq_topic(prefix: str = "") -> str:
-    return f"{prefix}{DLQ_TOPIC}"
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Stable partition of an aggregate id. Producers set it explicitly so routing never drifts."""
-    return zlib.crc32(key.encode()) % partitions
-
-
-def owned_partitions(shard: int, shards: int, partitions: int) -> list[int]:
-    """Partitions a shard owns: every `shards`-th one, starting at its index."""
-    return list(range(shard, partitions, shards))
-
-
-def shard_for(key: str, shards: int, partitions: int) -> int:
-    return partition_for(key, partitions) % shards
 
 
 def admin_client(settings: Settings) -> AdminClient:

@@ -143,3 +143,10 @@ def is_fatal(exc: KafkaException) -> bool:
 def is_abortable(exc: KafkaException) -> bool:
     err = exc.args[0] if exc.args else None
     return isinstance(err, KafkaError) and err.txn_requires_abort()
+
+
+def position(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed or delivered message."""
+    p, offset = msg.partition(), msg.offset()
+    assert p is not None and offset is not None
+    return p, offset

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer
 
-from choreography.kafka_io import consumer_config, partitions_of, read_to_end
 from events.base import StoredEvent
+from events.log.kafka_io import consumer_config, partitions_of, read_to_end
 from events.registry import DecodeError, Registry
 
 

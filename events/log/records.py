@@ -1,0 +1,13 @@
+"""What code that only reads records needs of one: a structural type that a
+confluent_kafka.Message fits, so pure code can take records without importing Kafka."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class LogRecord(Protocol):
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
