@@ -41,9 +41,7 @@ class On:
     policy: Policy
 
 
-def run_policies(
-    wiring: Sequence[On], stored: StoredEvent, services: Collection[str] | None = None
-) -> list[Command]:
+def run_policies(wiring: Sequence[On], stored: StoredEvent, services: Collection[str] | None = None) -> list[Command]:
     """The commands the wiring's policies make in reaction to `stored`. With `services` (the
     declared ones), a command for any other service is a policy bug: ValueError, naming it."""
     meta = Meta(stored.envelope.event_id, stored.envelope.correlation_id)
