@@ -4,10 +4,14 @@ options, garbage-collector tuning, starting against a broker that may be down, c
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 log = logging.getLogger("choreo.runtime")
@@ -87,3 +91,51 @@ def exit_soon(reason: str, delay_s: float = 0.5) -> None:
     restarts the actor, which fences its predecessor and rehydrates from Kafka."""
     log.error("exiting so Ray restarts this actor: %s", reason)
     threading.Timer(delay_s, os._exit, args=(1,)).start()
+
+
+class Watchdog:
+    """Crash-only bound on blocking client calls whose own timeout does not always hold.
+
+    librdkafka's send_offsets_to_transaction can block past its timeout once the group coordinator
+    moved, e.g. after a broker restart (librdkafka issue 5456). The blocked call holds its
+    transaction open, and with it every read_committed reader of the transaction's partitions,
+    until the broker times the transaction out a minute later. A call still blocked `margin_s` after
+    its own timeout calls `on_stuck` (in actors: exit, so Ray restarts the actor, whose new producer
+    fences and aborts the transaction at once). Arming is two dict operations; one thread checks."""
+
+    def __init__(self, on_stuck: Callable[[str], None] | None = None, margin_s: float = 5.0, period_s: float = 1.0):
+        self.on_stuck = on_stuck
+        self.margin_s = margin_s
+        self.period_s = period_s
+        self.armed: dict[int, tuple[float, str]] = {}
+        self.ids = itertools.count()
+        if on_stuck is not None:
+            threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    @contextmanager
+    def bound(self, what: str, timeout_s: float) -> Iterator[None]:
+        """Run the block under watch: `what` names the call, `timeout_s` is the timeout it was given."""
+        if self.on_stuck is None:
+            yield
+            return
+        key = next(self.ids)
+        self.armed[key] = (time.monotonic() + timeout_s + self.margin_s, what)
+        try:
+            yield
+        finally:
+            del self.armed[key]
+
+    def _watch(self) -> None:
+        assert self.on_stuck is not None
+        while True:
+            time.sleep(self.period_s)
+            now = time.monotonic()
+            for deadline, what in list(self.armed.values()):
+                if now > deadline:
+                    self.on_stuck(f"{what} is still blocked {self.margin_s:g}s past its own timeout")
+                    return
+
+
+def exit_when_stuck() -> Watchdog:
+    """The watchdog of an actor process: a stuck call exits it, and Ray restarts it."""
+    return Watchdog(partial(exit_soon, delay_s=0.0))

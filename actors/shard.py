@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from actors.aggregate import Aggregate
 from actors.dedup import DedupStore, Recorded
 from actors.outcomes import Accepted, Outcome, Rejected
+from actors.runtime import Watchdog
 from actors.shard_core import Entry, ShardCore, Staged
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
@@ -146,8 +147,11 @@ class RehydrationStats:
 class Shard:
     """Single writer for the aggregates in its partitions. Not thread-safe: one caller at a time."""
 
-    def __init__(self, config: ShardConfig, aggregate: Aggregate[Any], registry: Registry) -> None:
+    def __init__(
+        self, config: ShardConfig, aggregate: Aggregate[Any], registry: Registry, watchdog: Watchdog | None = None
+    ) -> None:
         self.config = config
+        self.watchdog = watchdog or Watchdog()
         self.registry = registry
         self.events_topic = events_topic(config.service, config.topic_prefix)
         self.snapshots_topic = snapshots_topic(config.service, config.topic_prefix)
@@ -289,7 +293,8 @@ class Shard:
                 if not is_abortable(exc) or attempt == 2:
                     raise
                 log.warning("transaction aborted (%s); retrying the batch", exc)
-                producer.abort_transaction(30)
+                with self.watchdog.bound(f"abort_transaction of {self.config.transactional_id(p)}", 30):
+                    producer.abort_transaction(30)
         raise AssertionError("unreachable")
 
     def _transact_once(self, p: int, batch: Batch) -> list[Outcome]:
@@ -334,14 +339,17 @@ class Shard:
             send_dead_letter(producer, self.dlq_topic, letter)
         for topic, key, value in batch.marks:
             producer.produce(topic, key=key, value=value)
-        _flush(producer)
+        self._flush(producer)
         for delivered in positions.values():
             if isinstance(delivered, KafkaError):
                 raise KafkaException(delivered)
         records = self._record_outcomes(producer, p, commands, recorded, outcomes, appended, positions)
+        who = self.config.transactional_id(p)
         if batch.offsets:
-            producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, TXN_OP_S)
-        producer.commit_transaction(TXN_OP_S)
+            with self.watchdog.bound(f"send_offsets_to_transaction of {who}", TXN_OP_S):
+                producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, TXN_OP_S)
+        with self.watchdog.bound(f"commit_transaction of {who}", TXN_OP_S):
+            producer.commit_transaction(TXN_OP_S)
         # Committed: only now does the in-memory state move forward.
         self.parked_rejections.update(parked)
         self._index_outcomes(p, records)
@@ -421,7 +429,7 @@ class Shard:
                 on_delivery=partial(_record_position, delivered, cmd.command_id),
             )  # fmt: skip
             staged_records.append((cmd.command_id, rec))
-        _flush(producer)
+        self._flush(producer)
         rows: list[tuple[str, Recorded, int]] = []
         for cid, rec in staged_records:
             where = delivered[cid]
@@ -524,8 +532,9 @@ class Shard:
             records = self.core.snapshot_records(p)
             for key, value in records:
                 producer.produce(self.snapshots_topic, key=key, value=value, partition=p)
-            _flush(producer)
-            producer.commit_transaction(TXN_OP_S)
+            self._flush(producer)
+            with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id(p)}", TXN_OP_S):
+                producer.commit_transaction(TXN_OP_S)
             self.core.snapshotted(p)
             written += len(records) - 1  # the checkpoint is not an aggregate
         return written
@@ -538,6 +547,13 @@ class Shard:
     def state(self, aggregate_id: str) -> tuple[DomainModel, int]:
         return self.core.state(aggregate_id)
 
+    def _flush(self, producer: Producer) -> None:
+        """Deliver everything produced so far, or raise a timeout (which restarts the shard)."""
+        with self.watchdog.bound("flush", TXN_OP_S):
+            left = producer.flush(TXN_OP_S)
+        if left:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{left} messages undelivered after {TXN_OP_S:g}s"))
+
     def close(self) -> None:
         for consumer in (self.command_consumer, self.reader):
             if consumer is not None:
@@ -545,13 +561,6 @@ class Shard:
         for producer in self.producers.values():
             producer.flush(10)
         self.dedup.close()
-
-
-def _flush(producer: Producer) -> None:
-    """Deliver everything produced so far, or raise a timeout (which restarts the shard)."""
-    left = producer.flush(TXN_OP_S)
-    if left:
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{left} messages undelivered after {TXN_OP_S:g}s"))
 
 
 def _record_position(

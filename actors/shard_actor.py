@@ -15,7 +15,7 @@ from confluent_kafka import KafkaException
 
 from actors.declared import load_aggregate
 from actors.outcomes import Outcome, ShardUnavailable
-from actors.runtime import actor_options, exit_soon, start_with_retry, tune_gc
+from actors.runtime import actor_options, exit_soon, exit_when_stuck, start_with_retry, tune_gc
 from actors.shard import Shard, ShardConfig, ShardFenced
 from events.base import Command, DomainModel
 from events.declared import load_registry
@@ -44,6 +44,7 @@ class ShardActor:
         self.stopping = threading.Event()
         self.published: Counter[str] = Counter()
         self.rejections = _rejections_counter()
+        self.watchdog = exit_when_stuck()
         self.thread = threading.Thread(target=self._run, name="commands", daemon=True)
         self.thread.start()
 
@@ -67,7 +68,12 @@ class ShardActor:
         """Fence the predecessor and rehydrate, retrying while the broker is unreachable."""
         self.phase = "rehydrating"
         shard = start_with_retry(
-            lambda: Shard(self.config, self._aggregate(), load_registry({self.config.service: self.config.messages})),
+            lambda: Shard(
+                self.config,
+                self._aggregate(),
+                load_registry({self.config.service: self.config.messages}),
+                self.watchdog,
+            ),
             self.config.kafka,
             self.stopping,
             self._report,

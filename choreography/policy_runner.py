@@ -12,7 +12,7 @@ import ray
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
-from actors.runtime import actor_options, start_with_retry, tune_gc
+from actors.runtime import Watchdog, actor_options, exit_when_stuck, start_with_retry, tune_gc
 from choreography.domain import load_registry, load_wiring
 from choreography.policies import run_policies, source_services
 from events.base import Command
@@ -22,6 +22,10 @@ from events.log.topics import commands_topic, dlq_topic, events_topic, partition
 from events.registry import DecodeError
 
 log = logging.getLogger("choreo.policy")
+
+
+TXN_OP_S = 15.0
+"""Longest wait for one step of a transaction (offsets, commit); longer, and the runner restarts."""
 
 
 class RunnerConfig(BaseModel):
@@ -54,8 +58,9 @@ class RunnerConfig(BaseModel):
 
 
 class PolicyRunner:
-    def __init__(self, config: RunnerConfig) -> None:
+    def __init__(self, config: RunnerConfig, watchdog: Watchdog | None = None) -> None:
         self.config = config
+        self.watchdog = watchdog or Watchdog()
         self.wiring = load_wiring(config.policies, f"metadata.services.{config.service}.policies", config.service)
         self.registry = load_registry(config.messages)
         self.dlq_topic = dlq_topic(config.topic_prefix)
@@ -108,10 +113,12 @@ class PolicyRunner:
             )
         for letter in letters:
             send_dead_letter(self.producer, self.dlq_topic, letter)
-        self.producer.send_offsets_to_transaction(
-            [TopicPartition(t, p, o) for (t, p), o in offsets.items()], self.metadata, 15
-        )
-        self.producer.commit_transaction(15)
+        with self.watchdog.bound(f"send_offsets_to_transaction of {self.config.transactional_id}", TXN_OP_S):
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in offsets.items()], self.metadata, TXN_OP_S
+            )
+        with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id}", TXN_OP_S):
+            self.producer.commit_transaction(TXN_OP_S)
         self.events += len(msgs)
         self.commands += len(commands)
         self.dead_letters += len(letters)
@@ -136,6 +143,7 @@ class PolicyRunnerActor:
         self.runner: PolicyRunner | None = None
         self.detail = ""
         self.stopping = threading.Event()
+        self.watchdog = exit_when_stuck()
         self.thread = threading.Thread(target=self._loop, name="policies", daemon=True)
         self.thread.start()
 
@@ -143,7 +151,11 @@ class PolicyRunnerActor:
         name = f"policy {self.config.service}-{self.config.index}"
         try:
             self.runner = start_with_retry(
-                lambda: PolicyRunner(self.config), self.config.kafka, self.stopping, self._report, name
+                lambda: PolicyRunner(self.config, self.watchdog),
+                self.config.kafka,
+                self.stopping,
+                self._report,
+                name,
             )
             while self.runner is not None and not self.stopping.is_set():
                 self.runner.poll()
