@@ -33,6 +33,7 @@ from actors.shard_core import Entry, ShardCore, Staged
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from events.log.kafka_io import (
+    assign_committed,
     consumer_config,
     data_messages,
     is_abortable,
@@ -485,7 +486,8 @@ class Shard:
         group = f"{self.config.namespace}-{self.config.service}-shards"
         consumer = Consumer(consumer_config(self.config.kafka, group))
         # A broken partition's commands stay in the topic until the partition can be served.
-        consumer.assign([TopicPartition(self.commands_topic, p) for p in sorted(self.owned - set(self.broken))])
+        served = sorted(self.owned - set(self.broken))
+        assign_committed(consumer, self.config.kafka, group, [TopicPartition(self.commands_topic, p) for p in served])
         self.command_consumer = consumer
         return consumer
 

@@ -17,7 +17,7 @@ from choreography.domain import load_registry, load_wiring
 from choreography.policies import run_policies, source_services
 from events.base import Command
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
-from events.log.kafka_io import consumer_config, data_messages, position, producer_config
+from events.log.kafka_io import assign_committed, consumer_config, data_messages, position, producer_config
 from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for
 from events.registry import DecodeError
 
@@ -68,13 +68,16 @@ class PolicyRunner:
         self.producer = Producer(producer_config(config.kafka, config.transactional_id))
         self.producer.init_transactions(60)
         self.consumer = Consumer(consumer_config(config.kafka, config.group_id))
-        self.consumer.assign(
+        assign_committed(
+            self.consumer,
+            config.kafka,
+            config.group_id,
             [
                 TopicPartition(events_topic(src, config.topic_prefix), p)
                 for src in source_services(self.wiring)
                 for p in range(config.partitions[src])
                 if p % config.runners == config.index
-            ]
+            ],
         )
         self.metadata = self.consumer.consumer_group_metadata()
         self.events = 0

@@ -6,7 +6,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 
 def producer_config(base: dict[str, str], transactional_id: str | None = None) -> dict[str, Any]:
@@ -150,3 +159,27 @@ def position(msg: Message) -> tuple[int, int]:
     p, offset = msg.partition(), msg.offset()
     assert p is not None and offset is not None
     return p, offset
+
+
+def assign_committed(consumer: Consumer, kafka: dict[str, str], group: str, partitions: list[TopicPartition]) -> None:
+    """Assign `partitions` at the group's last *stable* committed offsets (the beginning where none).
+
+    Call it after `init_transactions` of every producer that commits offsets for these partitions:
+    that aborted whatever transaction of theirs was open, so no offset commit of ours is pending.
+    A plain `assign` fetches offsets with require_stable, and after a broker crash the group
+    coordinator can report an offset commit of a transaction it no longer knows as pending for
+    minutes (UNSTABLE_OFFSET_COMMIT); librdkafka then waits, and consumes nothing meanwhile."""
+    if not partitions:
+        consumer.assign([])
+        return
+    admin = AdminClient({**kafka, "log_level": 0})
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(tp.topic, tp.partition) for tp in partitions])]
+    result = admin.list_consumer_group_offsets(request, require_stable=False, request_timeout=30)[group].result()
+    committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
+    starts = [committed.get((tp.topic, tp.partition), -1) for tp in partitions]
+    consumer.assign(
+        [
+            TopicPartition(tp.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING)
+            for tp, start in zip(partitions, starts, strict=True)
+        ]
+    )
