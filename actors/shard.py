@@ -89,6 +89,9 @@ class ShardConfig(BaseModel):
     deadline_s: float | None = None
     dedup_window_s: float = 86_400.0
     state_dir: str = ".choreo/state"
+    held_back_wait_s: float = 90.0
+    """How long rehydration waits for another producer's open transaction in an events partition
+    (past the broker's transaction timeout) before it refuses the partition."""
     """Local directory of the dedup indexes (a cache of the dedup topic)."""
 
     @property
@@ -184,15 +187,42 @@ class Shard:
         return Consumer(consumer_config(self.config.kafka, group, **{"enable.partition.eof": True}))
 
     def rehydrate(self) -> RehydrationStats:
+        """Load snapshots and replay the event tail. Our own producers fenced their predecessors
+        and aborted their transactions, so a transaction still open in one of our events
+        partitions is another producer's (one a broker crash left hanging): a read_committed read
+        stops at it, and would serve state that misses every event committed after it. Wait for
+        it to end; if it does not, refuse the partition rather than decide on stale state."""
+        deadline = time.monotonic() + self.config.held_back_wait_s
+        while True:
+            held_back: dict[int, tuple[int, int]] = {}
+            stats = self._rehydrate_once(held_back)
+            if not held_back or time.monotonic() >= deadline:
+                break
+            log.warning(
+                "%s: an open transaction holds back %s; waiting for it to end",
+                self.config.name, _held_back(self.events_topic, held_back),
+            )  # fmt: skip
+            time.sleep(1.0)
+        for p, (stable, high) in held_back.items():
+            self.core.break_partition(
+                p,
+                f"an open transaction of another producer holds back offsets {stable}..{high - 1}; "
+                f"find and abort it with kafka-transactions.sh (find-hanging, abort --topic {self.events_topic} "
+                f"--partition {p} --start-offset {stable}), then restart the shard",
+            )
+        return stats
+
+    def _rehydrate_once(self, held_back: dict[int, tuple[int, int]]) -> RehydrationStats:
         started = time.perf_counter()
         stats = RehydrationStats()
         self.core.reset()
         consumer = self._consumer()
         try:
-            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0))
+            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0), held_back)
             checkpoints, stats.snapshots = self.core.restore_snapshots(snapshots)
             stats.from_checkpoint = {p: o for p, o in checkpoints.items() if o > 0}
-            for msg in read_to_end(consumer, self.events_topic, {p: checkpoints.get(p, 0) for p in self.owned}):
+            starts = {p: checkpoints.get(p, 0) for p in self.owned}
+            for msg in read_to_end(consumer, self.events_topic, starts, held_back):
                 self.core.replay(msg)
                 stats.events += 1
             stats.dedup_caught_up = self.dedup.catch_up(read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
@@ -573,3 +603,9 @@ def _record_position(
 ) -> None:
     # Delivery callbacks must not raise; the error is re-raised after flush().
     positions[slot] = err if err is not None else position(msg)
+
+
+def _held_back(topic: str, held_back: dict[int, tuple[int, int]]) -> str:
+    return ", ".join(
+        f"{topic}[{p}] at {stable} (high watermark {high})" for p, (stable, high) in sorted(held_back.items())
+    )

@@ -155,13 +155,15 @@ class ShardCore:
         try:
             stored = self.registry.decode_event(record.value(), self.events_topic, p, offset)
         except DecodeError as exc:
-            self._break(p, f"undecodable event at offset {offset}: {exc}")
+            self.break_partition(p, f"undecodable event at offset {offset}: {exc}")
             return
         env = stored.envelope
         entry = self.entries.get(env.aggregate_id) or Entry(self.aggregate.initial(), 0)
         if env.version != entry.version + 1:
             have, read = entry.version, env.version
-            self._break(p, f"version gap at offset {offset}: {env.aggregate_id} is at v{have}, the log has v{read}")
+            self.break_partition(
+                p, f"version gap at offset {offset}: {env.aggregate_id} is at v{have}, the log has v{read}"
+            )
             return
         recent = entry.recent
         if not recent or recent[-1] != env.causation_id:
@@ -174,7 +176,8 @@ class ShardCore:
         self.since_checkpoint[p] += 1
         self.dirty[p].add(env.aggregate_id)
 
-    def _break(self, p: int, why: str) -> None:
+    def break_partition(self, p: int, why: str) -> None:
+        """Refuse partition `p` from now on (until a restart rehydrates it afresh), saying why."""
         self.broken[p] = why
         log.error(
             "shard refuses partition %d of %s until its log is repaired (an upcaster, or the runbook): %s",

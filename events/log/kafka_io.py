@@ -98,9 +98,13 @@ def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float = 
             time.sleep(0.2)
 
 
-def read_to_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> Iterator[Message]:
+def read_to_end(
+    consumer: Consumer, topic: str, starts: dict[int, int], held_back: dict[int, tuple[int, int]] | None = None
+) -> Iterator[Message]:
     """Yield the committed messages of the given partitions from `starts` to their current end
-    (the consumer needs `enable.partition.eof`)."""
+    (the consumer needs `enable.partition.eof`). A read_committed consumer ends at a partition's
+    last stable offset: where a transaction is still open, committed messages after it are not
+    read. `held_back` collects those partitions as {partition: (last stable offset, high watermark)}."""
     todo = set()
     assignment = []
     for p, start in starts.items():
@@ -118,7 +122,13 @@ def read_to_end(consumer: Consumer, topic: str, starts: dict[int, int]) -> Itera
             if err is None:
                 yield msg
             elif err.code() == KafkaError._PARTITION_EOF:
-                todo.discard(msg.partition() or 0)
+                p, end = msg.partition() or 0, msg.offset() or 0
+                todo.discard(p)
+                if held_back is not None:
+                    # The fetch's own high watermark (a read_committed offset query returns the LSO).
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+                    if end < high:
+                        held_back[p] = (end, high)
             else:
                 raise KafkaException(err)
     consumer.unassign()

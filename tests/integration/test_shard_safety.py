@@ -15,6 +15,7 @@ from choreography.system import shard_config
 from choreography.topology import ensure_topics
 from events.base import Envelope, utc_now
 from events.log.dlq import read_dead_letters
+from events.log.kafka_io import producer_config
 from events.log.topics import partition_for
 from shop.messages import registry as shop_registry
 from shop.messages.inventory import ShipStock
@@ -132,3 +133,45 @@ def test_a_shard_started_while_the_broker_is_unreachable_reports_it_and_serves_l
     finally:
         ray.kill(actor, no_restart=True)
         proxy.down()
+
+
+def test_a_partition_held_back_by_another_producers_open_transaction_is_refused_not_served_stale(
+    make_settings,
+) -> None:
+    """A transaction a broker crash left hanging hides every event committed after it from
+    read_committed readers. A shard rehydrating past it would decide on stale state and append
+    versions that exist already; it waits for the transaction to end, then refuses the partition."""
+    settings = make_settings(shards=1, partitions=4)
+    ensure_topics(settings)
+    run = uuid.uuid4().hex[:6]
+    ids = _ids_by_partition(run, 4)
+    registry = shop_registry()
+    config = shard_config(settings, "order", 0).model_copy(update={"held_back_wait_s": 2.0})
+    first = Shard(config, settings.aggregate("order"), registry)
+    assert first.handle([PlaceOrder(order_id=ids[0][0], customer_id="c", lines=LINE)])[0].ok
+
+    topic = settings.topic_name("order-events")
+    hanging = Producer(producer_config(settings.kafka.client_config(), f"{settings.topic_prefix}hanging"))
+    hanging.init_transactions(30)
+    hanging.begin_transaction()
+    hanging.produce(topic, key=b"x", value=b"never committed", partition=0)
+    assert hanging.flush(10) == 0
+    # Committed after the open transaction began: invisible to read_committed readers for now.
+    assert first.handle([RecordStockReserved(order_id=ids[0][0], sku="A")])[0].ok
+    latest = first.state(ids[0][0])
+    assert latest[1] > 1
+    first.close()
+    try:
+        second = Shard(config, settings.aggregate("order"), registry)
+        assert set(second.broken) == {0}
+        assert "open transaction of another producer" in second.broken[0]
+        outcome = second.handle([RecordStockReserved(order_id=ids[0][0], sku="A", command_id="again")])[0]
+        assert not outcome.ok and outcome.code == "partition_unavailable"
+        assert second.handle([PlaceOrder(order_id=ids[1][0], customer_id="c", lines=LINE)])[0].ok
+        second.close()
+    finally:
+        hanging.abort_transaction(30)
+    third = Shard(config, settings.aggregate("order"), registry)
+    assert third.broken == {}
+    assert third.state(ids[0][0]) == latest, "events committed after the open transaction are served once it ended"
+    third.close()
