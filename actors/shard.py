@@ -187,68 +187,44 @@ class Shard:
         return Consumer(consumer_config(self.config.kafka, group, **{"enable.partition.eof": True}))
 
     def rehydrate(self) -> RehydrationStats:
-        """Load snapshots and replay the event tail.
-
-        Our producers fenced their predecessors and aborted their open transactions, so a
-        transaction still open in one of our partitions is one the coordinator no longer tracks
-        (a broker crash can leave one hanging). A read_committed read stops at it and would serve
-        state that misses every event committed after it. If the transaction is our own producer
-        id's, one aborted transaction of ours on that partition ends it; otherwise wait for it to
-        end, and if it does not, refuse the partition rather than decide on stale state."""
+        """Load snapshots and replay the event tail. Our own producers fenced their predecessors
+        and aborted their transactions, so a transaction still open in one of our events
+        partitions is another producer's (one a broker crash left hanging): a read_committed read
+        stops at it, and would serve state that misses every event committed after it. Wait for
+        it to end; if it does not, refuse the partition rather than decide on stale state."""
         deadline = time.monotonic() + self.config.held_back_wait_s
-        ended_strays = False
         while True:
-            held_back: dict[tuple[str, int], tuple[int, int]] = {}
+            held_back: dict[int, tuple[int, int]] = {}
             stats = self._rehydrate_once(held_back)
             if not held_back or time.monotonic() >= deadline:
                 break
-            where = ", ".join(
-                f"{t}[{p}] at {stable} (high watermark {high})" for (t, p), (stable, high) in held_back.items()
-            )
-            if not ended_strays:
-                log.warning("%s: an open transaction holds back %s; ending it", self.config.name, where)
-                for topic, p in held_back:
-                    self._end_stray_transaction(topic, p)
-                ended_strays = True
-                continue
-            log.warning("%s: an open transaction still holds back %s; waiting for it to end", self.config.name, where)
+            log.warning(
+                "%s: an open transaction holds back %s; waiting for it to end",
+                self.config.name, _held_back(self.events_topic, held_back),
+            )  # fmt: skip
             time.sleep(1.0)
-        for (topic, p), (stable, high) in held_back.items():
+        for p, (stable, high) in held_back.items():
             self.core.break_partition(
                 p,
-                f"an open transaction of another producer holds back {topic}[{p}] offsets {stable}..{high - 1}; "
-                f"find and abort it with kafka-transactions.sh (find-hanging, then abort --topic {topic} "
+                f"an open transaction of another producer holds back offsets {stable}..{high - 1}; "
+                f"find and abort it with kafka-transactions.sh (find-hanging, abort --topic {self.events_topic} "
                 f"--partition {p} --start-offset {stable}), then restart the shard",
             )
         return stats
 
-    def _end_stray_transaction(self, topic: str, p: int) -> None:
-        """Append one record to `topic[p]` in a transaction of our producer, and abort it: the abort
-        marker ends whatever transaction our producer id left open there (the record never shows)."""
-        producer = self.producers[p]
-        producer.begin_transaction()
-        producer.produce(topic, key=b"__end_stray_transaction__", value=b"", partition=p)
-        self._flush(producer)
-        with self.watchdog.bound(f"abort_transaction of {self.config.transactional_id(p)}", TXN_OP_S):
-            producer.abort_transaction(TXN_OP_S)
-
-    def _rehydrate_once(self, held_back: dict[tuple[str, int], tuple[int, int]]) -> RehydrationStats:
+    def _rehydrate_once(self, held_back: dict[int, tuple[int, int]]) -> RehydrationStats:
         started = time.perf_counter()
         stats = RehydrationStats()
         self.core.reset()
         consumer = self._consumer()
         try:
-            held: dict[int, tuple[int, int]] = {}
-            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0), held)
+            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0), held_back)
             checkpoints, stats.snapshots = self.core.restore_snapshots(snapshots)
-            held_back |= {(self.snapshots_topic, p): where for p, where in held.items()}
-            held = {}
             stats.from_checkpoint = {p: o for p, o in checkpoints.items() if o > 0}
             starts = {p: checkpoints.get(p, 0) for p in self.owned}
-            for msg in read_to_end(consumer, self.events_topic, starts, held):
+            for msg in read_to_end(consumer, self.events_topic, starts, held_back):
                 self.core.replay(msg)
                 stats.events += 1
-            held_back |= {(self.events_topic, p): where for p, where in held.items()}
             stats.dedup_caught_up = self.dedup.catch_up(read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
         finally:
             consumer.close()
@@ -627,3 +603,9 @@ def _record_position(
 ) -> None:
     # Delivery callbacks must not raise; the error is re-raised after flush().
     positions[slot] = err if err is not None else position(msg)
+
+
+def _held_back(topic: str, held_back: dict[int, tuple[int, int]]) -> str:
+    return ", ".join(
+        f"{topic}[{p}] at {stable} (high watermark {high})" for p, (stable, high) in sorted(held_back.items())
+    )
