@@ -188,10 +188,12 @@ class Shard:
 
     def rehydrate(self) -> RehydrationStats:
         """Load snapshots and replay the event tail. Our own producers fenced their predecessors
-        and aborted their transactions, so a transaction still open in one of our events
-        partitions is another producer's (one a broker crash left hanging): a read_committed read
-        stops at it, and would serve state that misses every event committed after it. Wait for
-        it to end; if it does not, refuse the partition rather than decide on stale state."""
+        and had their transactions completed, so a transaction still open in one of our
+        partitions is one the coordinator is still completing, or no longer tracks (a broker crash
+        can leave one hanging): a read_committed read stops at it, and would serve state that
+        misses every event committed after it. Wait for it to end; if it does not, refuse the
+        partition rather than decide on stale state. Never abort it: it may hold events a client
+        was told are accepted."""
         deadline = time.monotonic() + self.config.held_back_wait_s
         while True:
             held_back: dict[int, tuple[int, int]] = {}
@@ -206,7 +208,7 @@ class Shard:
         for p, (stable, high) in held_back.items():
             self.core.break_partition(
                 p,
-                f"an open transaction of another producer holds back offsets {stable}..{high - 1}; "
+                f"an open transaction holds back offsets {stable}..{high - 1} (one the broker no longer tracks); "
                 f"find and abort it with kafka-transactions.sh (find-hanging, abort --topic {self.events_topic} "
                 f"--partition {p} --start-offset {stable}), then restart the shard",
             )
