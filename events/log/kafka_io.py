@@ -184,7 +184,18 @@ def assign_committed(consumer: Consumer, kafka: dict[str, str], group: str, part
         return
     admin = AdminClient({**kafka, "log_level": 0})
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(tp.topic, tp.partition) for tp in partitions])]
-    result = admin.list_consumer_group_offsets(request, require_stable=False, request_timeout=30)[group].result()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            result = admin.list_consumer_group_offsets(request, require_stable=False, request_timeout=30)[
+                group
+            ].result()
+            break
+        except KafkaException as exc:  # a coordinator still loading its offsets after a (re)start
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.retriable()) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
     starts = [committed.get((tp.topic, tp.partition), -1) for tp in partitions]
     consumer.assign(

@@ -6,18 +6,14 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from confluent_kafka import Producer
-
 from choreography.policies import Meta, On
 from choreography.policy_runner import PolicyRunner
 from choreography.system import runner_config
 from choreography.topology import ensure_topics
 from events import Command
-from events.base import Envelope, new_id, utc_now
-from events.declared import load_registry
 from events.log.dlq import read_dead_letters
-from events.log.topics import partition_for
 from shop.messages.inventory import StockAdded
+from tests.integration.workload import append_stock_added
 
 
 class Haunt(Command):
@@ -40,18 +36,8 @@ def test_a_command_for_an_undeclared_service_dead_letters_its_event(make_setting
     settings = make_settings(shards=1, partitions=2)
     ensure_topics(settings)
     config = runner_config(settings, "payment", 0).model_copy(update={"policies": f"{__name__}:WIRING", "runners": 1})
-    registry = load_registry(config.messages)
-    source = settings.topic_name("inventory-events")
-    producer = Producer(settings.kafka.client_config())
     skus = ["haunted-1", "plain-1"]
-    for sku in skus:
-        env = Envelope(
-            event_id=new_id(), event_type="StockAdded", aggregate_type="inventory", aggregate_id=sku, version=1,
-            occurred_at=utc_now(), correlation_id=sku, causation_id=new_id(),
-        )  # fmt: skip
-        value = registry.encode_event(env, StockAdded(sku=sku, quantity=1))
-        producer.produce(source, key=sku.encode(), value=value, partition=partition_for(sku, 2))
-    assert producer.flush(10) == 0
+    append_stock_added(settings, skus)
 
     runner = PolicyRunner(config)
     try:

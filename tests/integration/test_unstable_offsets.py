@@ -11,29 +11,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from choreography.policy_runner import PolicyRunner
 from choreography.system import runner_config
 from choreography.topology import ensure_topics
-from events.base import Envelope, new_id, utc_now
-from events.declared import load_registry
 from events.log.kafka_io import consumer_config, producer_config
-from events.log.topics import partition_for
-from shop.messages.inventory import StockAdded
+from tests.integration.workload import append_stock_added
 
 
 def test_a_policy_runner_consumes_although_a_stranger_holds_an_offset_commit_pending(make_settings) -> None:
     settings = make_settings(shards=1, partitions=2)
     ensure_topics(settings)
     config = runner_config(settings, "order", 0).model_copy(update={"runners": 1})
-    registry = load_registry(config.messages)
-    source = settings.topic_name("inventory-events")
     skus = [f"sku-{i}" for i in range(6)]
-    producer = Producer(settings.kafka.client_config())
-    for sku in skus:
-        env = Envelope(
-            event_id=new_id(), event_type="StockAdded", aggregate_type="inventory", aggregate_id=sku, version=1,
-            occurred_at=utc_now(), correlation_id=sku, causation_id=new_id(),
-        )  # fmt: skip
-        value = registry.encode_event(env, StockAdded(sku=sku, quantity=1))
-        producer.produce(source, key=sku.encode(), value=value, partition=partition_for(sku, 2))
-    assert producer.flush(10) == 0
+    append_stock_added(settings, skus)
 
     # A transaction of another producer commits offsets for the runner's group, and stays open.
     kafka = settings.kafka.client_config()
@@ -41,7 +28,7 @@ def test_a_policy_runner_consumes_although_a_stranger_holds_an_offset_commit_pen
     stranger = Producer(producer_config(kafka, f"{settings.topic_prefix}stranger"))
     stranger.init_transactions(30)
     stranger.begin_transaction()
-    stranger.send_offsets_to_transaction([TopicPartition(source, 0, 1)], group_member.consumer_group_metadata(), 30)
+    stranger.send_offsets_to_transaction([TopicPartition(settings.topic_name("inventory-events"), 0, 1)], group_member.consumer_group_metadata(), 30)
     try:
         runner = PolicyRunner(config)
         try:

@@ -6,8 +6,15 @@ import random
 import time
 from typing import Any
 
+from confluent_kafka import Producer
+
+from choreography.config import Settings
 from choreography.system import System
+from events.base import Envelope, new_id, utc_now
+from events.log.topics import partition_for
 from shop.messages import AddStock, CancelOrder, OrderLine, PlaceOrder
+from shop.messages import registry as shop_registry
+from shop.messages.inventory import StockAdded
 
 SKUS = [f"W-{i}" for i in range(12)]
 
@@ -67,3 +74,19 @@ def wait_projections_caught_up(system: System, log: list[Any], timeout: float = 
             projection=name,
             timeout=timeout,
         )
+
+
+def append_stock_added(settings: Settings, skus: list[str]) -> None:
+    """Append a StockAdded event per SKU straight to the inventory event log (no shard involved)."""
+    registry = shop_registry()
+    topic = settings.topic_name("inventory-events")
+    partitions = settings.partitions("inventory")
+    producer = Producer(settings.kafka.client_config())
+    for sku in skus:
+        env = Envelope(
+            event_id=new_id(), event_type="StockAdded", aggregate_type="inventory", aggregate_id=sku, version=1,
+            occurred_at=utc_now(), correlation_id=sku, causation_id=new_id(),
+        )  # fmt: skip
+        value = registry.encode_event(env, StockAdded(sku=sku, quantity=1))
+        producer.produce(topic, key=sku.encode(), value=value, partition=partition_for(sku, partitions))
+    assert producer.flush(10) == 0
