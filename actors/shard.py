@@ -33,6 +33,7 @@ from actors.shard_core import Entry, ShardCore, Staged
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from events.log.kafka_io import (
+    TXN_OP_S,
     assign_committed,
     consumer_config,
     data_messages,
@@ -55,10 +56,6 @@ from events.registry import DecodeError, Registry, event_headers
 
 log = logging.getLogger("choreo.shard")
 
-TXN_OP_S = 15.0
-"""Longest wait for one step of a transaction (flush, offsets, commit). A step that takes longer
-(the broker died mid-transaction) restarts the shard, which fences and aborts it: quicker than
-waiting out the transaction, and never a permanent state."""
 UNRECORDED = frozenset({"wrong_shard", "partition_unavailable", "handler_error"})
 """Rejections that are not decisions of the domain: a resubmit decides afresh."""
 
@@ -89,10 +86,10 @@ class ShardConfig(BaseModel):
     deadline_s: float | None = None
     dedup_window_s: float = 86_400.0
     state_dir: str = ".choreo/state"
-    held_back_wait_s: float = 90.0
-    """How long rehydration waits for another producer's open transaction in an events partition
-    (past the broker's transaction timeout) before it refuses the partition."""
     """Local directory of the dedup indexes (a cache of the dedup topic)."""
+    held_back_wait_s: float = 90.0
+    """How long rehydration waits for an open transaction that holds back one of its partitions
+    (past the broker's transaction timeout) before it refuses the partition."""
 
     @property
     def name(self) -> str:
@@ -196,37 +193,42 @@ class Shard:
         was told are accepted."""
         deadline = time.monotonic() + self.config.held_back_wait_s
         while True:
-            held_back: dict[int, tuple[int, int]] = {}
+            held_back: dict[tuple[str, int], tuple[int, int]] = {}
             stats = self._rehydrate_once(held_back)
             if not held_back or time.monotonic() >= deadline:
                 break
             log.warning(
-                "%s: an open transaction holds back %s; waiting for it to end",
-                self.config.name, _held_back(self.events_topic, held_back),
-            )  # fmt: skip
+                "%s: an open transaction holds back %s; waiting for it to end", self.config.name, _held_back(held_back)
+            )
             time.sleep(1.0)
-        for p, (stable, high) in held_back.items():
+        for (topic, p), (stable, high) in held_back.items():
             self.core.break_partition(
                 p,
-                f"an open transaction holds back offsets {stable}..{high - 1} (one the broker no longer tracks); "
-                f"find and abort it with kafka-transactions.sh (find-hanging, abort --topic {self.events_topic} "
+                f"an open transaction holds back offsets {stable}..{high - 1} of {topic}[{p}] (one the broker no "
+                f"longer tracks); find and abort it with kafka-transactions.sh (find-hanging, abort --topic {topic} "
                 f"--partition {p} --start-offset {stable}), then restart the shard",
             )
         return stats
 
-    def _rehydrate_once(self, held_back: dict[int, tuple[int, int]]) -> RehydrationStats:
+    def _rehydrate_once(self, held_back: dict[tuple[str, int], tuple[int, int]]) -> RehydrationStats:
+        """One read of snapshots, event tail and dedup records; `held_back` collects the
+        (topic, partition)s an open transaction kept it from reading to their end."""
         started = time.perf_counter()
         stats = RehydrationStats()
         self.core.reset()
         consumer = self._consumer()
         try:
-            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0), held_back)
+            held: dict[int, tuple[int, int]] = {}
+            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0), held)
             checkpoints, stats.snapshots = self.core.restore_snapshots(snapshots)
+            held_back |= {(self.snapshots_topic, p): where for p, where in held.items()}
             stats.from_checkpoint = {p: o for p, o in checkpoints.items() if o > 0}
             starts = {p: checkpoints.get(p, 0) for p in self.owned}
-            for msg in read_to_end(consumer, self.events_topic, starts, held_back):
+            held = {}
+            for msg in read_to_end(consumer, self.events_topic, starts, held):
                 self.core.replay(msg)
                 stats.events += 1
+            held_back |= {(self.events_topic, p): where for p, where in held.items()}
             stats.dedup_caught_up = self.dedup.catch_up(read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
         finally:
             consumer.close()
@@ -607,7 +609,7 @@ def _record_position(
     positions[slot] = err if err is not None else position(msg)
 
 
-def _held_back(topic: str, held_back: dict[int, tuple[int, int]]) -> str:
+def _held_back(held_back: dict[tuple[str, int], tuple[int, int]]) -> str:
     return ", ".join(
-        f"{topic}[{p}] at {stable} (high watermark {high})" for p, (stable, high) in sorted(held_back.items())
+        f"{t}[{p}] at {stable} (high watermark {high})" for (t, p), (stable, high) in sorted(held_back.items())
     )

@@ -147,7 +147,7 @@ class Settings(Strict):
         """Import every declared aggregate, message bundle, wiring table, projection and workload,
         and check them against the runtime's contracts (messages fit their service, policies react
         to declared events of declared services). Where a policy's commands go is known only when
-        it runs: the policy runner fails on a command for an undeclared service."""
+        it runs: the policy runner dead-letters the event behind a command for an undeclared service."""
         try:
             registry = self.registry()
             for service in self.services:

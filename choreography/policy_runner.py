@@ -17,15 +17,11 @@ from choreography.domain import load_registry, load_wiring
 from choreography.policies import run_policies, source_services
 from events.base import Command
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
-from events.log.kafka_io import assign_committed, consumer_config, data_messages, position, producer_config
+from events.log.kafka_io import TXN_OP_S, assign_committed, consumer_config, data_messages, position, producer_config
 from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for
 from events.registry import DecodeError
 
 log = logging.getLogger("choreo.policy")
-
-
-TXN_OP_S = 15.0
-"""Longest wait for one step of a transaction (offsets, commit); longer, and the runner restarts."""
 
 
 class RunnerConfig(BaseModel):

@@ -17,6 +17,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+TXN_OP_S = 15.0
+"""Longest wait for one step of a transaction (flush, offsets, commit). A step that takes longer
+(the broker died mid-transaction) restarts the actor, which fences and aborts it: quicker than
+waiting out the transaction, and never a permanent state."""
+
 
 def producer_config(base: dict[str, str], transactional_id: str | None = None) -> dict[str, Any]:
     cfg: dict[str, Any] = {

@@ -3,7 +3,6 @@ event that triggered it is dead-lettered with the reason, and the runner goes on
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from choreography.policies import Meta, On
@@ -13,7 +12,7 @@ from choreography.topology import ensure_topics
 from events import Command
 from events.log.dlq import read_dead_letters
 from shop.messages.inventory import StockAdded
-from tests.integration.workload import append_stock_added
+from tests.integration.workload import append_stock_added, poll_until
 
 
 class Haunt(Command):
@@ -41,9 +40,7 @@ def test_a_command_for_an_undeclared_service_dead_letters_its_event(make_setting
 
     runner = PolicyRunner(config)
     try:
-        deadline = time.monotonic() + 30
-        while runner.events < len(skus) and time.monotonic() < deadline:
-            runner.poll()
+        poll_until(runner, len(skus), 30)
         assert runner.events == len(skus), "the runner went on past the bad event"
         assert runner.dead_letters == 1
     finally:

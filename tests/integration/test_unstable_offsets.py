@@ -4,15 +4,13 @@ not stall it. librdkafka's own offset fetch waits for such commits to resolve, c
 
 from __future__ import annotations
 
-import time
-
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from choreography.policy_runner import PolicyRunner
 from choreography.system import runner_config
 from choreography.topology import ensure_topics
 from events.log.kafka_io import consumer_config, producer_config
-from tests.integration.workload import append_stock_added
+from tests.integration.workload import append_stock_added, poll_until
 
 
 def test_a_policy_runner_consumes_although_a_stranger_holds_an_offset_commit_pending(make_settings) -> None:
@@ -32,9 +30,7 @@ def test_a_policy_runner_consumes_although_a_stranger_holds_an_offset_commit_pen
     try:
         runner = PolicyRunner(config)
         try:
-            deadline = time.monotonic() + 15
-            while runner.events < len(skus) and time.monotonic() < deadline:
-                runner.poll()
+            poll_until(runner, len(skus), 15)
             assert runner.events == len(skus), "the runner waited for the pending offset commit"
         finally:
             runner.close()

@@ -90,3 +90,10 @@ def append_stock_added(settings: Settings, skus: list[str]) -> None:
         value = registry.encode_event(env, StockAdded(sku=sku, quantity=1))
         producer.produce(topic, key=sku.encode(), value=value, partition=partition_for(sku, partitions))
     assert producer.flush(10) == 0
+
+
+def poll_until(runner: Any, events: int, timeout: float) -> None:
+    """Poll a PolicyRunner until it has read `events` events or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while runner.events < events and time.monotonic() < deadline:
+        runner.poll()
