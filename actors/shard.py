@@ -26,6 +26,7 @@ from confluent_kafka import (
 from pydantic import BaseModel, ConfigDict
 
 from actors.aggregate import Aggregate
+from actors.aggregate_store import PartitionStore
 from actors.dedup import DedupStore, Recorded
 from actors.outcomes import Accepted, Outcome, Rejected
 from actors.runtime import Watchdog
@@ -42,6 +43,7 @@ from events.log.kafka_io import (
     position,
     producer_config,
     read_to_end,
+    watermarks,
 )
 from events.log.topics import (
     commands_topic,
@@ -86,7 +88,11 @@ class ShardConfig(BaseModel):
     deadline_s: float | None = None
     dedup_window_s: float = 86_400.0
     state_dir: str = ".choreo/state"
-    """Local directory of the dedup indexes (a cache of the dedup topic)."""
+    """Local directory of the dedup indexes and aggregate stores (caches of the dedup and
+    snapshot topics)."""
+    max_aggregates: int | None = 50_000
+    """Aggregates kept in memory; the least recently used beyond it are evicted to the aggregate
+    store (passivation). None keeps every aggregate in memory."""
     held_back_wait_s: float = 90.0
     """How long rehydration waits for an open transaction that holds back one of its partitions
     (past the broker's transaction timeout) before it refuses the partition."""
@@ -160,13 +166,16 @@ class Shard:
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.dedup_topic = dedup_topic(config.service, config.topic_prefix)
         self.stage = f"shard {config.name}"
-        self.core = ShardCore(aggregate, registry, config.owned, config.partitions, self.events_topic)
+        state_dir = Path(config.state_dir) / config.namespace / f"{config.topic_prefix}{config.service}"
+        self.dedup = DedupStore(state_dir, config.owned, config.dedup_window_s)
+        stores = {p: PartitionStore(state_dir / f"aggregates-p{p}.sqlite3") for p in config.owned}
+        self.core = ShardCore(
+            aggregate, registry, config.owned, config.partitions, self.events_topic, stores, config.max_aggregates
+        )
         self.owned = self.core.owned
         self.command_consumer: Consumer | None = None
         self.parked_rejections: Counter[str] = Counter()
         """Rejected command-topic commands sent to the dead-letter topic, by rejection code."""
-        state_dir = Path(config.state_dir) / config.namespace / f"{config.topic_prefix}{config.service}"
-        self.dedup = DedupStore(state_dir, self.owned, config.dedup_window_s)
         self.dedup_stale = False
         self.reader: Consumer | None = None
         self.producers = {p: Producer(producer_config(config.kafka, config.transactional_id(p))) for p in self.owned}
@@ -219,7 +228,8 @@ class Shard:
         consumer = self._consumer()
         try:
             held: dict[int, tuple[int, int]] = {}
-            snapshots = read_to_end(consumer, self.snapshots_topic, dict.fromkeys(self.owned, 0), held)
+            self._forget_stale_stores(consumer)
+            snapshots = read_to_end(consumer, self.snapshots_topic, self.core.snapshot_starts(), held)
             checkpoints, stats.snapshots = self.core.restore_snapshots(snapshots)
             held_back |= {(self.snapshots_topic, p): where for p, where in held.items()}
             stats.from_checkpoint = {p: o for p, o in checkpoints.items() if o > 0}
@@ -240,9 +250,21 @@ class Shard:
         )  # fmt: skip
         return stats
 
+    def _forget_stale_stores(self, consumer: Consumer) -> None:
+        """An aggregate store past the end of its topics belongs to topics since deleted."""
+        for p, store in self.core.stores.items():
+            ahead = store.snapshot_next > watermarks(consumer, self.snapshots_topic, p)[1]
+            if ahead or (store.checkpoint or 0) > watermarks(consumer, self.events_topic, p)[1]:
+                log.warning("%s: the aggregate store of partition %d is stale; reading it afresh", self.config.name, p)
+                self.core.forget_store(p)
+
     @property
     def entries(self) -> dict[str, Entry]:
+        """The aggregates in memory (see `all_entries` for the evicted ones too)."""
         return self.core.entries
+
+    def all_entries(self) -> dict[str, Entry]:
+        return self.core.all_entries()
 
     @property
     def broken(self) -> dict[int, str]:
@@ -342,6 +364,7 @@ class Shard:
         appended: list[tuple[int, Staged]] = []
         positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = {}
         recorded: list[int] = []
+        self.core.prefetch(cmd.aggregate_id for cmd in commands)
         producer.begin_transaction()
         for i, cmd in enumerate(commands):
             outcome, staged = self.core.decide(cmd, pending, partition=p)
@@ -566,12 +589,21 @@ class Shard:
             producer = self.producers[p]  # each partition's snapshot commits with its own producer
             producer.begin_transaction()
             records = self.core.snapshot_records(p)
-            for key, value in records:
+            delivered: dict[str, tuple[int, int] | KafkaError] = {}
+            for key, value in records[:-1]:
                 producer.produce(self.snapshots_topic, key=key, value=value, partition=p)
+            key, value = records[-1]  # the checkpoint: the aggregate store reads the topic on after it
+            producer.produce(
+                self.snapshots_topic, key=key, value=value, partition=p,
+                on_delivery=partial(_record_position, delivered, "checkpoint"),
+            )  # fmt: skip
             self._flush(producer)
+            checkpoint = delivered["checkpoint"]
+            if isinstance(checkpoint, KafkaError):
+                raise KafkaException(checkpoint)
             with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id(p)}", TXN_OP_S):
                 producer.commit_transaction(TXN_OP_S)
-            self.core.snapshotted(p)
+            self.core.snapshotted(p, checkpoint[1] + 1)
             written += len(records) - 1  # the checkpoint is not an aggregate
         return written
 
@@ -597,6 +629,7 @@ class Shard:
         for producer in self.producers.values():
             producer.flush(10)
         self.dedup.close()
+        self.core.close()
 
 
 def _record_position(

@@ -146,7 +146,7 @@ class ShardActor:
         """Every aggregate this shard holds, with its version (for audits and tests)."""
         shard = self.shard
         with self.lock:
-            return {k: (e.state, e.version) for k, e in shard.entries.items()}
+            return {k: (e.state, e.version) for k, e in shard.all_entries().items()}
 
     def redrive(self, command: Command, letter: DeadLetter, marks: list[tuple[str, bytes, bytes]]) -> Outcome:
         """Decide a parked command afresh through the normal transaction path (see `Shard.redrive`)."""
@@ -185,7 +185,7 @@ class ShardActor:
         if shard is not None:
             s = shard.stats
             described |= {
-                "aggregates": len(shard.entries),
+                "aggregates": len(shard.entries),  # in memory; the evicted ones are in the store
                 "rehydrated_events": s.events,
                 "rehydrated_snapshots": s.snapshots,
                 "rehydration_s": s.seconds,

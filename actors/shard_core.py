@@ -1,7 +1,12 @@
 """The pure core of a shard: the aggregate slots of its partitions, command dedup, the deadline
-heap and the snapshot codec. It decides commands and folds events, but performs no I/O: the
+heap and the snapshot codec. It decides commands and folds events, but does no Kafka I/O: the
 Kafka side (`actors.shard`) feeds it the records it reads and tells it what a transaction
-committed. Unit-tested without Kafka."""
+committed. Unit-tested without Kafka.
+
+Passivation: at most `max_in_memory` aggregates stay in memory, least recently used first out.
+An evicted aggregate goes to its partition's store (`actors.aggregate_store`), which also holds
+the partition's snapshots, and comes back from there on its next command, with its deadline,
+its recent command ids and its version intact."""
 
 from __future__ import annotations
 
@@ -9,15 +14,16 @@ import heapq
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import create_model
 
 from actors.aggregate import Aggregate, DomainError, HasDeadlines, benign_rejections
+from actors.aggregate_store import PartitionStore, Row
 from actors.outcomes import Accepted, Outcome, Rejected
 from events.base import Command, DomainModel, Envelope, Event, StoredEvent, new_id, utc_now
 from events.log.records import LogRecord
@@ -32,6 +38,8 @@ RECENT_COMMANDS = 16
 """Command ids remembered per aggregate (and kept in its snapshot) for idempotent redelivery."""
 SEEN_CAPACITY = 100_000
 """Recent command outcomes kept in memory so a retried command returns its original events."""
+SPILL_BATCH = 1000
+"""Evicted aggregates written to their stores in one go."""
 
 Staged = list[tuple[Envelope, Event]]
 """The events one accepted command appends, in order, not yet committed."""
@@ -44,6 +52,8 @@ class Entry:
     state: DomainModel
     version: int
     recent: tuple[str, ...] = ()
+    saved: int = field(default=-1, compare=False)
+    """The version its store holds: evicting it writes nothing when that is current."""
 
 
 class SnapshotCodec:
@@ -72,13 +82,25 @@ class SnapshotCodec:
     def checkpoint_offset(value: bytes) -> int:
         return int(json.loads(value)["next_offset"])
 
+    @staticmethod
+    def checkpoint_dropped(value: bytes) -> bool:
+        """A checkpoint `choreo snapshots drop` wrote: every earlier snapshot is void."""
+        return bool(json.loads(value).get("dropped"))
+
 
 class ShardCore:
     """Single writer for the aggregates of `owned` partitions (of `partitions` in the topic).
     Not thread-safe: one caller at a time."""
 
     def __init__(
-        self, aggregate: Aggregate[Any], registry: Registry, owned: Iterable[int], partitions: int, events_topic: str
+        self,
+        aggregate: Aggregate[Any],
+        registry: Registry,
+        owned: Iterable[int],
+        partitions: int,
+        events_topic: str,
+        stores: dict[int, PartitionStore] | None = None,
+        max_in_memory: int | None = None,
     ) -> None:
         self.aggregate = aggregate
         self.expiring = aggregate if isinstance(aggregate, HasDeadlines) else None
@@ -88,7 +110,16 @@ class ShardCore:
         self.partitions = partitions
         self.events_topic = events_topic
         self.snapshots = SnapshotCodec(aggregate.state_type)
-        self.entries: dict[str, Entry] = {}
+        self.stores = stores if stores is not None else {p: PartitionStore(None) for p in self.owned}
+        self.max_in_memory = max_in_memory
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        """The aggregates in memory, least recently used first."""
+        self.spilled: dict[str, Entry] = {}
+        """Evicted aggregates not yet written to their stores."""
+        self.unsaved: dict[int, tuple[list[Row], int]] = {}
+        """Per partition, the snapshot handed out by `snapshot_records` and not yet committed."""
+        self.skipped = 0
+        """Events replay skipped because the store already held them (evicted past a checkpoint)."""
         self.seen: OrderedDict[str, list[StoredEvent]] = OrderedDict()
         self.deadlines: list[tuple[datetime, str]] = []
         self.scheduled: dict[str, datetime] = {}
@@ -102,8 +133,11 @@ class ShardCore:
     # ---- rehydration -------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget everything, before rehydrating afresh."""
+        """Forget everything but the stores, before rehydrating afresh."""
+        self.flush_spills()
         self.entries.clear()
+        self.unsaved.clear()
+        self.skipped = 0
         self.seen.clear()
         self.broken.clear()
         self.deadlines.clear()
@@ -113,37 +147,55 @@ class ShardCore:
             self.since_checkpoint[p] = 0
             self.dirty[p].clear()
 
+    def snapshot_starts(self) -> dict[int, int]:
+        """Per partition, the snapshot-topic offset its store has applied up to."""
+        return {p: self.stores[p].snapshot_next for p in sorted(self.owned)}
+
+    def forget_store(self, p: int) -> None:
+        """Empty partition `p`'s store (it is stale: the topics were recreated): read it afresh."""
+        self.stores[p].apply_snapshot([], None, 0, wipe=True)
+
     def restore_snapshots(self, records: Iterable[LogRecord]) -> tuple[dict[int, int], int]:
-        """Load the latest snapshot of each aggregate from the snapshot topic's records. Returns,
-        per partition, the event offset its snapshot covers (replay starts there), and how many
-        aggregates were restored. A partition with a corrupt or unfinished snapshot replays from 0."""
-        checkpoints: dict[int, int] = {}
-        pending: dict[int, dict[str, Entry]] = {p: {} for p in self.owned}
-        corrupt: set[int] = set()
+        """Apply the snapshot topic's records past each store's offset to the stores. Returns, per
+        partition, the event offset its snapshots cover (replay starts there), and how many
+        aggregate records were applied. A partition with a corrupt snapshot replays from 0, and so
+        does one whose snapshots were dropped. Open deadlines are loaded from the stores."""
+        pending: dict[int, list[Row]] = {p: [] for p in self.owned}
+        corrupt: dict[int, int] = {}
+        restored: Counter[int] = Counter()
         for record in records:
-            p = record.partition() or 0
-            if p in corrupt or p not in self.owned:
+            p, offset = record.partition() or 0, record.offset() or 0
+            if p not in self.owned:
                 continue
+            if p in corrupt:
+                corrupt[p] = offset
+                continue
+            key, value = record.key() or b"", record.value() or b""
             try:
-                if record.key() == CHECKPOINT_KEY:
-                    checkpoints[p] = self.snapshots.checkpoint_offset(record.value() or b"")
+                if key == CHECKPOINT_KEY:
+                    checkpoint = self.snapshots.checkpoint_offset(value)
+                    store = self.stores[p]
+                    wipe = self.snapshots.checkpoint_dropped(value) or checkpoint < (store.checkpoint or 0)
+                    store.apply_snapshot(pending[p], checkpoint, offset + 1, wipe)
+                    restored[p] += len(pending[p])
+                    pending[p] = []
                 else:
-                    pending[p][(record.key() or b"").decode()] = self.snapshots.decode(record.value() or b"")
+                    pending[p].append(self._row(key.decode(), self.snapshots.decode(value), value))
             except (ValueError, KeyError, TypeError) as exc:
                 # Case 2 of the runbook: a corrupt snapshot is ignored and the partition replays.
                 log.warning("snapshot partition %d is corrupt (%s); replaying from 0", p, exc)
-                corrupt.add(p)
-        restored = 0
+                corrupt[p] = offset
+        for p, last in corrupt.items():
+            self.stores[p].apply_snapshot([], None, last + 1, wipe=True)
+            del restored[p]
+        checkpoints: dict[int, int] = {}
         for p in self.owned:
-            if p in corrupt or p not in checkpoints:
-                checkpoints.pop(p, None)
-                continue
-            for agg_id, entry in pending[p].items():
-                self._set_entry(agg_id, entry)
-            restored += len(pending[p])
-        for p, offset in checkpoints.items():
-            self.next_offset[p] = offset
-        return checkpoints, restored
+            covered = self.stores[p].checkpoint
+            if covered is not None:
+                checkpoints[p] = self.next_offset[p] = covered
+            for agg_id, due in self.stores[p].dues():
+                self._schedule(agg_id, due)
+        return checkpoints, restored.total()
 
     def replay(self, record: LogRecord) -> None:
         """Fold one event read from the log into its aggregate. An undecodable event or a version
@@ -158,7 +210,15 @@ class ShardCore:
             self.break_partition(p, f"undecodable event at offset {offset}: {exc}")
             return
         env = stored.envelope
-        entry = self.entries.get(env.aggregate_id) or Entry(self.aggregate.initial(), 0)
+        entry = self._get(env.aggregate_id) or Entry(self.aggregate.initial(), 0)
+        if env.version <= entry.version:
+            # The store holds this aggregate past the checkpoint (it was evicted): nothing to fold,
+            # but the next snapshot must carry it, since its checkpoint will cover this event.
+            self.skipped += 1
+            self._remember(env.causation_id, stored)
+            self.since_checkpoint[p] += 1
+            self.dirty[p].add(env.aggregate_id)
+            return
         if env.version != entry.version + 1:
             have, read = entry.version, env.version
             self.break_partition(
@@ -185,15 +245,104 @@ class ShardCore:
         )  # fmt: skip
 
     def _set_entry(self, agg_id: str, entry: Entry) -> None:
-        self.entries[agg_id] = entry
+        self._hold(agg_id, entry)
         if self.expiring is None:
             return
         due = self.expiring.due_at(entry.state)
         if due is None:
             self.scheduled.pop(agg_id, None)
-        elif self.scheduled.get(agg_id) != due:
+        else:
+            self._schedule(agg_id, due)
+
+    def _schedule(self, agg_id: str, due: datetime) -> None:
+        if self.scheduled.get(agg_id) != due:
             self.scheduled[agg_id] = due
             heapq.heappush(self.deadlines, (due, agg_id))
+
+    # ---- passivation ---------------------------------------------------------------
+
+    def _hold(self, agg_id: str, entry: Entry) -> None:
+        """Keep `entry` in memory as the most recently used, evicting the least recently used
+        aggregates beyond the budget."""
+        self.entries[agg_id] = entry
+        self.entries.move_to_end(agg_id)
+        self.spilled.pop(agg_id, None)
+        if self.max_in_memory is None:
+            return
+        while len(self.entries) > self.max_in_memory:
+            old_id, old = self.entries.popitem(last=False)
+            if old.saved != old.version:
+                self.spilled[old_id] = old
+        if len(self.spilled) >= SPILL_BATCH:
+            self.flush_spills()
+
+    def _get(self, agg_id: str, promote: bool = True) -> Entry | None:
+        """An aggregate's slot from memory, or from its store (held in memory again when `promote`)."""
+        entry = self.entries.get(agg_id)
+        if entry is not None:
+            if promote:
+                self.entries.move_to_end(agg_id)
+            return entry
+        entry = self.spilled.get(agg_id)
+        if entry is None:
+            store = self.stores.get(self.partition_of(agg_id))
+            raw = store.load([agg_id]).get(agg_id) if store is not None else None
+            if raw is None:
+                return None
+            entry = self._loaded(raw)
+        if promote:
+            self._hold(agg_id, entry)
+        return entry
+
+    def _loaded(self, raw: bytes) -> Entry:
+        entry = self.snapshots.decode(raw)
+        entry.saved = entry.version
+        return entry
+
+    def prefetch(self, aggregate_ids: Iterable[str]) -> None:
+        """Bring the evicted aggregates among `aggregate_ids` back into memory, one store query
+        per partition (instead of one per command)."""
+        wanted: dict[int, list[str]] = {}
+        for agg_id in set(aggregate_ids):
+            if agg_id not in self.entries and agg_id not in self.spilled:
+                p = self.partition_of(agg_id)
+                if p in self.stores:
+                    wanted.setdefault(p, []).append(agg_id)
+        for p, ids in wanted.items():
+            for agg_id, raw in self.stores[p].load(ids).items():
+                self._hold(agg_id, self._loaded(raw))
+
+    def flush_spills(self) -> None:
+        """Write the evicted aggregates to their stores."""
+        by_partition: dict[int, list[Row]] = {}
+        for agg_id, entry in self.spilled.items():
+            by_partition.setdefault(self.partition_of(agg_id), []).append(self._row(agg_id, entry))
+        for p, rows in by_partition.items():
+            self.stores[p].put(rows)
+        for entry in self.spilled.values():
+            entry.saved = entry.version
+        self.spilled.clear()
+
+    def _row(self, agg_id: str, entry: Entry, encoded: bytes | None = None) -> Row:
+        due = self.expiring.due_at(entry.state) if self.expiring is not None else None
+        value = encoded if encoded is not None else self.snapshots.encode(entry)
+        return (agg_id, entry.version, due.timestamp() if due is not None else None, value)
+
+    def all_entries(self) -> dict[str, Entry]:
+        """Every aggregate of the owned partitions, in memory or evicted (reads every store)."""
+        self.flush_spills()
+        found = {agg_id: self._loaded(raw) for store in self.stores.values() for agg_id, raw in store.rows()}
+        found.update(self.entries)
+        return found
+
+    def stored(self) -> int:
+        """Aggregates in the stores (evicted or snapshotted)."""
+        return sum(store.size() for store in self.stores.values())
+
+    def close(self) -> None:
+        self.flush_spills()
+        for store in self.stores.values():
+            store.close()
 
     def _remember(self, command_id: str, stored: StoredEvent) -> None:
         events = self.seen.get(command_id)
@@ -229,7 +378,7 @@ class ShardCore:
         if p in self.broken:
             reason = f"partition {p} of {self.events_topic} is not served: {self.broken[p]}"
             return Rejected(cid, "partition_unavailable", reason), []
-        entry = pending.get(agg_id) or self.entries.get(agg_id) or Entry(self.aggregate.initial(), 0)
+        entry = pending.get(agg_id) or self._get(agg_id) or Entry(self.aggregate.initial(), 0)
         if cid in entry.recent:
             return Accepted(cid, [], duplicate=True), []
         try:
@@ -305,19 +454,33 @@ class ShardCore:
 
     def snapshot_records(self, p: int) -> list[tuple[bytes, bytes]]:
         """(key, value) records of partition `p`'s snapshot: each changed aggregate, then the
-        checkpoint. Call `snapshotted(p)` once they are committed."""
-        records = [(agg_id.encode(), self.snapshots.encode(self.entries[agg_id])) for agg_id in sorted(self.dirty[p])]
+        checkpoint. Call `snapshotted(p, ...)` once they are committed."""
+        rows = []
+        for agg_id in sorted(self.dirty[p]):
+            entry = self._get(agg_id, promote=False)
+            assert entry is not None, f"{agg_id} changed but is neither in memory nor stored"
+            rows.append(self._row(agg_id, entry))
+        self.unsaved[p] = (rows, self.next_offset[p])
+        records = [(agg_id.encode(), value) for agg_id, _, _, value in rows]
         records.append((CHECKPOINT_KEY, self.snapshots.checkpoint(self.next_offset[p])))
         return records
 
-    def snapshotted(self, p: int) -> None:
+    def snapshotted(self, p: int, snapshot_next: int) -> None:
+        """Partition `p`'s snapshot committed, its checkpoint just before `snapshot_next`: its
+        store applies it, as it would on reading it from the topic."""
+        rows, checkpoint = self.unsaved.pop(p)
+        self.stores[p].apply_snapshot(rows, checkpoint, snapshot_next, wipe=False)
+        for agg_id, version, _, _ in rows:
+            entry = self.entries.get(agg_id) or self.spilled.get(agg_id)
+            if entry is not None and entry.version == version:
+                entry.saved = version
         self.dirty[p].clear()
         self.since_checkpoint[p] = 0
 
     # ---- reads -------------------------------------------------------------------
 
     def state(self, aggregate_id: str) -> tuple[DomainModel, int]:
-        entry = self.entries.get(aggregate_id)
+        entry = self._get(aggregate_id, promote=False)
         if entry is None:
             return self.aggregate.initial(), 0
         return entry.state, entry.version

@@ -78,6 +78,9 @@ class ServiceSpec(Strict):
     dedup_window_s: float = Field(default=86_400.0, gt=0)
     """How long a client command id is remembered: a resubmit within it returns the original
     outcome. The `<service>-dedup` topic must retain at least this long."""
+    max_aggregates: int | None = Field(default=50_000, ge=1)
+    """Aggregates each shard keeps in memory (passivation): the least recently used beyond it wait
+    in the shard's local aggregate store until their next command. null keeps all in memory."""
 
 
 class ProjectionSpec(Strict):

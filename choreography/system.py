@@ -53,6 +53,7 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
         poll_ms=spec.poll_ms,
         deadline_s=spec.deadline_s,
         dedup_window_s=spec.dedup_window_s,
+        max_aggregates=spec.max_aggregates,
         state_dir=settings.state_dir,
         python_path=tuple(settings.python_path),
     )

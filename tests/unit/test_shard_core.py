@@ -272,13 +272,15 @@ def test_snapshots_round_trip_through_their_records() -> None:
     assert c.snapshots_due(every=2) == [1]
     records = []
     for p in c.snapshots_due(every=1):
-        records += [Record(p, i, k, v) for i, (k, v) in enumerate(c.snapshot_records(p))]
-        c.snapshotted(p)
+        mine = [Record(p, i, k, v) for i, (k, v) in enumerate(c.snapshot_records(p))]
+        records += mine
+        c.snapshotted(p, len(mine))
     assert c.snapshots_due(every=1, force=True) == [], "nothing changed since"
     fresh = core()
     checkpoints, restored = fresh.restore_snapshots(records)
     assert restored == 2 and checkpoints == c.next_offset == {0: 1, 1: 3}
-    assert fresh.entries == c.entries
+    assert fresh.entries == {}, "restored into the store, loaded on demand"
+    assert fresh.all_entries() == c.all_entries()
 
 
 def test_a_corrupt_or_unfinished_snapshot_makes_its_partition_replay_from_zero() -> None:
@@ -290,10 +292,10 @@ def test_a_corrupt_or_unfinished_snapshot_makes_its_partition_replay_from_zero()
     corrupt = [Record(0, 9, a.encode(), b"{garbage")]
     fresh = core()
     assert fresh.restore_snapshots(good + unfinished) == ({0: c.next_offset[0]}, 1)
-    assert set(fresh.entries) == {a}
+    assert set(fresh.all_entries()) == {a}
     fresh = core()
     assert fresh.restore_snapshots(good + corrupt) == ({}, 0)
-    assert fresh.entries == {}
+    assert fresh.all_entries() == {}
 
 
 def test_reset_forgets_everything() -> None:
