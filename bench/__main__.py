@@ -1,6 +1,6 @@
 """Run the whole benchmark suite and write bench/results/<date>.json plus a markdown table.
 
-python -m bench            # e2e, rehydration, scaling curve, projections (~15 minutes)
+python -m bench            # e2e, rehydration, scaling curve, projections, dedup, soak (~25 minutes)
 python -m bench --quick    # smaller sizes, for a first look
 """
 
@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import dedup, e2e, projections, rehydration, scaling
+from bench import dedup, e2e, projections, rehydration, scaling, soak
 from bench.common import RESULTS, console, machine
 
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     results["scaling"] = scaling.main(["--duration", "10" if q else "20"])
     results["projections"] = projections.main(["--orders", "10000" if q else "50000"])
     results["dedup"] = dedup.main(["--orders", "20000" if q else "100000"])
+    results["soak"] = soak.main(["--orders", "50000" if q else "200000"])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -62,6 +63,12 @@ def markdown(r: dict[str, Any]) -> str:
     lines.append(
         f"| dedup store of one shard after {d['orders']:,} orders | index {d['dedup_index_bytes'] / 1e6:.1f} MB, "
         f"topic {d['dedup_topic_bytes'] / 1e6:.1f} MB | | {d['dedup_index_bytes_per_order']:.0f} B/order |"
+    )
+    k = r["soak"]
+    lines.append(
+        f"| soak: RSS growth of one order shard to the last mark, passivated (max_aggregates "
+        f"{k['budget']:,}) | {k['rss_growth_mb']['passivated']:,.0f} MB | unbounded: "
+        f"{k['rss_growth_mb']['unbounded']:,.0f} MB | restart last/first {k['restart_ratio_last_to_first']:.2f}x |"
     )
     for point in r["scaling"]:
         lines.append(
