@@ -139,3 +139,12 @@ class Watchdog:
 def exit_when_stuck() -> Watchdog:
     """The watchdog of an actor process: a stuck call exits it, and Ray restarts it."""
     return Watchdog(partial(exit_soon, delay_s=0.0))
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MB (Linux), for status reports; None elsewhere."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:
+        return None

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaException
 
 from actors.declared import load_aggregate
 from actors.outcomes import Outcome, ShardUnavailable
-from actors.runtime import actor_options, exit_soon, exit_when_stuck, start_with_retry, tune_gc
+from actors.runtime import actor_options, exit_soon, exit_when_stuck, rss_mb, start_with_retry, tune_gc
 from actors.shard import Shard, ShardConfig, ShardFenced
 from events.base import Command, DomainModel
 from events.declared import load_registry
@@ -180,6 +180,7 @@ class ShardActor:
             "name": self.config.name,
             "phase": self.phase,
             "detail": self.detail,
+            "rss_mb": rss_mb(),
         }
         shard = self._shard
         if shard is not None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from actors.runtime import tune_gc
+from actors.runtime import rss_mb, tune_gc
 from actors.shard import Shard
 from bench.common import Timer, bench_settings, console, report
 from choreography.config import Settings
@@ -57,14 +56,10 @@ def shard(settings: Settings, budget: int | None, state_dir: Path) -> Shard:
     return Shard(config, settings.aggregate("order"), shop_registry())
 
 
-def rss_mb() -> float:
+def rss_now_mb() -> float:
     """This process's resident set now (Linux), else its peak."""
     gc.collect()
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    return rss_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
 def restart_s(settings: Settings, budget: int | None, state_dir: Path) -> float:
@@ -90,7 +85,7 @@ def soak(settings: Settings, budget: int | None, marks: list[int], workdir: Path
                 assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:2]
             done += step
         in_memory = len(live.entries)
-        rss = rss_mb()
+        rss = rss_now_mb()
         live.close()
         same_node = restart_s(settings, budget, state_dir)
         new_node = restart_s(settings, budget, workdir / f"new-node-{budget or 'all'}-{mark}")

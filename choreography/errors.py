@@ -6,9 +6,15 @@ from actors.outcomes import CommandRejected, ShardUnavailable
 from events.registry import InvalidCommand
 from projections.errors import ProjectionTimeout, QueryError, QueryRejected
 
+
+class NotDeployed(LookupError):
+    """No deployment (or not all of it) runs in the Ray namespace asked for."""
+
+
 __all__ = [
     "CommandRejected",
     "InvalidCommand",
+    "NotDeployed",
     "ProjectionTimeout",
     "QueryError",
     "QueryRejected",

@@ -12,7 +12,7 @@ import ray
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
-from actors.runtime import Watchdog, actor_options, exit_when_stuck, start_with_retry, tune_gc
+from actors.runtime import Watchdog, actor_options, exit_when_stuck, rss_mb, start_with_retry, tune_gc
 from choreography.domain import load_registry, load_wiring
 from choreography.policies import run_policies, source_services
 from events.base import Command
@@ -173,6 +173,7 @@ class PolicyRunnerActor:
         return {
             "pid": os.getpid(),
             "phase": "running",
+            "rss_mb": rss_mb(),
             "events": r.events,
             "commands": r.commands,
             "dead_letters": r.dead_letters,

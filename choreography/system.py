@@ -6,8 +6,9 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import partial
 from itertools import takewhile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
 from actors.shard_actor import spawn_shard
 from choreography.config import Settings, load_settings
-from choreography.errors import CommandRejected, ProjectionTimeout, QueryError, QueryRejected, ShardUnavailable
+from choreography.errors import (
+    CommandRejected,
+    NotDeployed,
+    ProjectionTimeout,
+    QueryError,
+    QueryRejected,
+    ShardUnavailable,
+)
 from choreography.lag import LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, spawn_policy_runner
 from choreography.redrive import Redriven
@@ -88,9 +96,14 @@ class System:
         policies: bool = True,
         create_topics: bool = True,
         metrics: bool = True,
+        wait: bool = True,
+        spawn: bool = True,
     ) -> None:
+        """`spawn=False` attaches to the actors of a running deployment (NotDeployed when one is
+        missing) instead of starting the missing ones; `wait=False` returns before they serve."""
         self.settings = settings
         self.detached = detached
+        self.spawn = spawn
         self.registry = settings.registry()
         if not ray.is_initialized():
             ray.init(
@@ -103,21 +116,34 @@ class System:
         if create_topics:
             ensure_topics(settings)
         self.shards: dict[str, list[Any]] = {
-            service: [spawn_shard(shard_config(settings, service, i), detached=detached) for i in range(spec.shards)]
+            service: [
+                self._actor(
+                    f"{service}-shard-{i}", partial(spawn_shard, shard_config(settings, service, i), detached=detached)
+                )
+                for i in range(spec.shards)
+            ]
             for service, spec in settings.services.items()
         }
         self.policy_runners: dict[str, list[Any]] = {}
         if policies:
             self.policy_runners = {
                 service: [
-                    spawn_policy_runner(runner_config(settings, service, i), detached=detached)
+                    self._actor(
+                        f"policy-{service}-{i}",
+                        partial(spawn_policy_runner, runner_config(settings, service, i), detached=detached),
+                    )
                     for i in range(spec.policy_runners)
                 ]
                 for service, spec in settings.services.items()
                 if spec.policies
             }
         self.projection_hosts: dict[str, Any] = {}
-        if projections and settings.projections:
+        if projections and settings.projections and not spawn:
+            self.projection_hosts = {
+                name: self._actor("projection-host" if settings.clickhouse.embedded else f"projection-{name}", None)
+                for name in settings.projections
+            }
+        elif projections and settings.projections:
             self.projection_hosts = spawn_projection_hosts(
                 settings.clickhouse.dsn,
                 settings.kafka.client_config(),
@@ -128,8 +154,23 @@ class System:
                 detached=detached,
                 python_path=settings.python_path,
             )
-        self.lag_monitor: Any = spawn_lag_monitor(settings, detached=detached) if metrics else None
-        self.wait_ready()
+        self.lag_monitor: Any = (
+            self._actor("lag-monitor", partial(spawn_lag_monitor, settings, detached=detached)) if metrics else None
+        )
+        if wait:
+            self.wait_ready()
+
+    def _actor(self, name: str, spawn: Callable[[], Any] | None) -> Any:
+        """Start the named actor (or get it, if it runs), or only get it when attaching."""
+        if self.spawn and spawn is not None:
+            return spawn()
+        try:
+            return ray.get_actor(name, namespace=self.settings.namespace)
+        except ValueError:
+            raise NotDeployed(
+                f"actor {name} of the deployment in namespace {self.settings.namespace!r} does not run; "
+                "run `choreo deploy` to start it"
+            ) from None
 
     def wait_ready(self, timeout: float = 300) -> None:
         """Wait until every actor is up and every shard has rehydrated and serves."""
@@ -361,8 +402,18 @@ class System:
                 ray.kill(actor, no_restart=True)
 
 
-def connect(config: str | Path | None = None, *, settings: Settings | None = None, **options: Any) -> System:
-    """Bootstrap from cluster.yaml (or $CHOREO_CONFIG) and the environment, and start the system."""
+def connect(
+    config: str | Path | None = None, *, settings: Settings | None = None, name: str | None = None, **options: Any
+) -> System:
+    """Bootstrap from cluster.yaml (or $CHOREO_CONFIG) and the environment, and start the system.
+
+    With `name`, attach instead to the deployment `choreo deploy` runs in that Ray namespace, from
+    the settings it recorded, without a file: a driver inside the cluster needs nothing else. It
+    never starts an actor (NotDeployed when one is missing), and closing it leaves them running."""
+    if name is not None:
+        from choreography.deployment import attach
+
+        return attach(name)
     return System(settings or load_settings(config), **options)
 
 

@@ -1,7 +1,7 @@
 """The `choreo` command line, one module per group of verbs: `kafka` (local broker), `reads`
-(submit, state, history, saga, query, lag, validate), `run` (demo, loadtest) and `ops`
-(projections, schemas, snapshots, dead letters). `main` turns user and environment errors into
-one line and an exit code."""
+(submit, state, history, saga, query, lag, validate), `run` (demo, loadtest), `cluster`
+(deploy, status, down) and `ops` (projections, schemas, snapshots, dead letters). `main` turns
+user and environment errors into one line and an exit code."""
 
 from __future__ import annotations
 
@@ -11,19 +11,20 @@ import typer
 from rich.text import Text
 
 from choreography.broker import BrokerError
-from choreography.cli import kafka, ops, reads, run
+from choreography.cli import cluster, kafka, ops, reads, run
 from choreography.cli.common import app, err_console, loaded, no_broker_error
 from choreography.config import ConfigError
 from choreography.errors import (
     CommandRejected,
     InvalidCommand,
+    NotDeployed,
     ProjectionTimeout,
     QueryError,
     QueryRejected,
     ShardUnavailable,
 )
 
-__all__ = ["app", "kafka", "main", "ops", "reads", "run"]
+__all__ = ["app", "cluster", "kafka", "main", "ops", "reads", "run"]
 
 USER_ERRORS = (
     ConfigError,
@@ -34,6 +35,8 @@ USER_ERRORS = (
     ProjectionTimeout,
     QueryRejected,
     QueryError,
+    NotDeployed,
+    TimeoutError,
     ValueError,
 )
 
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     never a stack trace."""
     from confluent_kafka import KafkaException
 
+    use_ray_token()
     try:
         app(args=argv, prog_name="choreo", standalone_mode=False)
     except USER_ERRORS as exc:
@@ -56,6 +60,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.TyperException as exc:  # click's usage errors (typer vendors click)
         _fail(_usage_message(exc), getattr(exc, "exit_code", 2))
+
+
+def use_ray_token() -> None:
+    """`ray start --head` turns on token authentication and writes the token to
+    ~/.ray/auth_token, but a driver only sends it with RAY_AUTH_MODE=token, read when Ray is
+    imported: with that file present and RAY_AUTH_MODE unset, set it before Ray loads."""
+    import os
+    from pathlib import Path
+
+    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _fail(message: str, code: int) -> None:

@@ -42,7 +42,7 @@ def _one_line(output: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["deploy", "--help"], "No such command 'deploy'"),
+        (["deploy", "--nosuch"], "No such option"),
         (["nosuch"], "No such command 'nosuch'"),
         (["kafka", "nosuch"], "See 'choreo kafka --help'"),
         (["submit"], "Missing argument"),
@@ -66,6 +66,7 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], expected: str) ->
         ["dlq", "list"],
         ["snapshots", "status", "order"],
         ["kafka", "topics"],
+        ["deploy"],
     ],
 )
 def test_no_broker_is_one_line_naming_the_address_and_the_fix(args: list[str]) -> None:

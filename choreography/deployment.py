@@ -1,0 +1,258 @@
+"""A deployment with a life of its own on a Ray cluster: `deploy` starts (or keeps) its named,
+detached actors, `attach` finds it by namespace without a file, `status` describes every actor,
+and `down` drains and stops them.
+
+The deployed settings live in a small detached actor (`choreo-deployment`) in the deployment's
+namespace: that is how a driver inside the cluster attaches by name alone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+
+from actors.runtime import actor_options
+from choreography.config import Settings
+from choreography.errors import NotDeployed
+from choreography.lag import consumer_lag
+from choreography.system import System
+from choreography.topology import ensure_topics
+from events.log.topics import owned_partitions
+
+log = logging.getLogger("choreo.deployment")
+
+RECORD = "choreo-deployment"
+Progress = Callable[[int, int, str], None]
+"""(actors ready, actors in all, what is awaited) while a deployment comes up."""
+
+
+class DeploymentRecord:
+    """Holds the deployed settings, so that drivers can attach by namespace alone."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.deployed_at = time.time()
+
+    def get(self) -> tuple[Settings, float]:
+        return self.settings, self.deployed_at
+
+    def put(self, settings: Settings) -> None:
+        self.settings = settings
+        self.deployed_at = time.time()
+
+
+RemoteRecord: Any = ray.remote(DeploymentRecord)
+
+
+def init_ray(namespace: str, address: str | None = None) -> None:
+    """Join the Ray cluster at `address` ($RAY_ADDRESS, else the one running on this machine).
+    Raises ConnectionError when none runs."""
+    if not ray.is_initialized():
+        ray.init(
+            address=address or os.environ.get("RAY_ADDRESS") or "auto",
+            namespace=namespace,
+            logging_level=logging.WARNING,
+            log_to_driver=os.environ.get("CHOREO_RAY_LOGS") == "1",
+        )
+
+
+def deploy(settings: Settings, progress: Progress | None = None, timeout: float = 600) -> System:
+    """Create or validate the topics, start every actor that does not run yet (healthy ones stay),
+    record the settings, and wait until every shard serves and every consumer caught up."""
+    say = progress or (lambda done, total, what: None)
+    say(0, 1, "topics")
+    ensure_topics(settings)
+    options = actor_options(RECORD, settings.namespace, True, settings.python_path, max_restarts=-1)
+    record = RemoteRecord.options(**options).remote(settings)
+    ray.get(record.put.remote(settings))
+    system = System(settings, detached=True, create_topics=False, wait=False)
+    wait_deployed(system, say, timeout)
+    return system
+
+
+def wait_deployed(system: System, say: Progress, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    shards = [a for actors in system.shards.values() for a in actors]
+    pending = {a.ready.remote(timeout): a for a in shards}
+    total = len(shards)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.1, deadline - time.monotonic()))
+        if not done and time.monotonic() >= deadline:
+            raise TimeoutError(f"{len(pending)} of {total} shards did not serve within {timeout:.0f}s")
+        for ref in done:
+            pending.pop(ref)
+        say(total - len(pending), total, "shards rehydrated")
+    ray.get([a.__ray_ready__.remote() for a in system.actors()], timeout=max(1.0, deadline - time.monotonic()))
+    while True:
+        behind = sum(row.lag for row in consumer_lag(system.settings) if row.kind != "shard")
+        say(total, total, f"consumers {behind:,} events behind")
+        if behind == 0 or time.monotonic() >= deadline:
+            return
+        time.sleep(0.5)
+
+
+def attach(namespace: str, address: str | None = None) -> System:
+    """The deployment running in `namespace`, from its recorded settings; never starts a copy."""
+    init_ray(namespace, address)
+    settings = deployed_settings(namespace)
+    system = System(settings, detached=True, create_topics=False, wait=False, spawn=False)
+    system.wait_ready()
+    return system
+
+
+def deployed_settings(namespace: str) -> Settings:
+    try:
+        record = ray.get_actor(RECORD, namespace=namespace)
+    except ValueError:
+        raise NotDeployed(f"no Choreo deployment in Ray namespace {namespace!r}; run `choreo deploy`") from None
+    settings: Settings = ray.get(record.get.remote())[0]
+    return settings
+
+
+@dataclass
+class ActorStatus:
+    name: str
+    role: str
+    state: str
+    node: str = ""
+    pid: int | None = None
+    restarts: int = 0
+    phase: str = ""
+    detail: str = ""
+    partitions: list[int] = field(default_factory=list)
+    aggregates: int | None = None
+    rss_mb: float | None = None
+    lag: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(settings: Settings, timeout: float = 5) -> list[ActorStatus]:
+    """Every actor of the deployment: node, partitions, phase, restarts, lag, aggregates in memory
+    and memory used. An actor that does not answer within `timeout` is reported as such."""
+    found = {a.name: a for a in _expected(settings)}
+    handles: dict[str, Any] = {}
+    for status in found.values():
+        try:
+            handles[status.name] = ray.get_actor(status.name, namespace=settings.namespace)
+        except ValueError:
+            continue
+        entry = _ray_entry(handles[status.name])
+        status.state = entry.get("State", "UNKNOWN")
+        status.node = (entry.get("Address") or {}).get("NodeID", "")[:8]
+        status.pid = entry.get("Pid") or None
+        status.restarts = int(entry.get("NumRestarts") or 0)
+    calls: dict[str, Any] = {}
+    for status in found.values():
+        if status.state in ("ALIVE", "RESTARTING") and status.role in ("shard", "policy", "projections"):
+            handle = handles[status.name]
+            calls[status.name] = (handle.status if status.role == "projections" else handle.info).remote()
+    for name, ref in calls.items():
+        try:
+            info = ray.get(ref, timeout=timeout)
+        except Exception as exc:
+            found[name].phase, found[name].detail = "unresponsive", type(exc).__name__
+            continue
+        _merge(found[name], info)
+    lag = _lag_by_group(settings)
+    for status in found.values():
+        groups = _groups_of(settings, status)
+        status.lag = sum(lag.get(group, 0) for group in groups) if groups else None
+    return list(found.values())
+
+
+def down(settings: Settings, report: Callable[[str], None] | None = None) -> list[str]:
+    """Drain and stop every actor of the deployment: each finishes its current batch and commits
+    (or aborts) its transaction, then is killed without restart. Returns the names stopped."""
+    say = report or (lambda _: None)
+    stopped = []
+    for status in _expected(settings):
+        try:
+            handle = ray.get_actor(status.name, namespace=settings.namespace)
+        except ValueError:
+            continue
+        if status.role != "deployment":
+            try:
+                ray.get(handle.stop.remote(), timeout=60)
+            except Exception as exc:  # a dead or stuck actor is killed all the same
+                log.warning("%s did not stop cleanly: %s", status.name, exc)
+        ray.kill(handle, no_restart=True)
+        stopped.append(status.name)
+        say(f"stopped {status.name}")
+    return stopped
+
+
+def _expected(settings: Settings) -> list[ActorStatus]:
+    """The actors a deployment of `settings` runs, by name and role, the record last."""
+    found = []
+    for service, spec in settings.services.items():
+        parts = settings.partitions(service)
+        for i in range(spec.shards):
+            found.append(
+                ActorStatus(
+                    f"{service}-shard-{i}", "shard", "MISSING", partitions=owned_partitions(i, spec.shards, parts)
+                )
+            )
+        if spec.policies:
+            found += [ActorStatus(f"policy-{service}-{i}", "policy", "MISSING") for i in range(spec.policy_runners)]
+    if settings.projections:
+        if settings.clickhouse.embedded:
+            found.append(ActorStatus("projection-host", "projections", "MISSING"))
+        else:
+            found += [ActorStatus(f"projection-{name}", "projections", "MISSING") for name in settings.projections]
+    found.append(ActorStatus("lag-monitor", "metrics", "MISSING"))
+    found.append(ActorStatus(RECORD, "deployment", "MISSING"))
+    return found
+
+
+def _ray_entry(handle: Any) -> dict[str, Any]:
+    """Ray's own record of an actor (from the GCS; no dashboard needed): state, node, pid, restarts."""
+    from ray._private import state
+
+    try:
+        entry: dict[str, Any] = state.actors(handle._actor_id.hex())
+    except Exception as exc:  # a private API: status degrades to what the actors say themselves
+        log.debug("no GCS record of %s: %s", handle, exc)
+        return {}
+    return entry
+
+
+def _merge(status: ActorStatus, info: dict[str, Any]) -> None:
+    if status.role == "projections":  # name -> projection status
+        paused = sorted(name for name, p in info.items() if p.get("paused"))
+        status.phase = "running"
+        status.detail = f"{len(info)} projections" + (f", paused: {', '.join(paused)}" if paused else "")
+    else:
+        status.phase = str(info.get("phase", ""))
+        status.detail = str(info.get("detail") or "")
+        status.aggregates = info.get("aggregates")
+    status.rss_mb = info.get("rss_mb") if isinstance(info.get("rss_mb"), float) else status.rss_mb
+
+
+def _groups_of(settings: Settings, status: ActorStatus) -> list[str]:
+    """The consumer groups an actor consumes in (a shard shares its service's group)."""
+    ns = settings.namespace
+    if status.role == "shard":
+        return [f"{ns}-{status.name.rsplit('-shard-', 1)[0]}-shards"]
+    if status.role == "policy":
+        return [f"{ns}-policy-{status.name.removeprefix('policy-').rsplit('-', 1)[0]}"]
+    if status.role == "projections":
+        names = settings.projections if status.name == "projection-host" else [status.name.removeprefix("projection-")]
+        return [f"{ns}-projection-{name}" for name in names]
+    return []
+
+
+def _lag_by_group(settings: Settings) -> dict[str, int]:
+    lag: dict[str, int] = {}
+    try:
+        for row in consumer_lag(settings):
+            lag[row.group] = lag.get(row.group, 0) + row.lag
+    except Exception as exc:  # no broker: status still lists the actors
+        log.warning("consumer lag unavailable: %s", exc)
+    return lag
