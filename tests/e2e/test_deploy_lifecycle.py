@@ -1,0 +1,156 @@
+"""The deployment lifecycle on a Ray cluster of its own (`ray start --head`, as a user runs it):
+deploy -> status -> a driver killed mid-session -> connect by name from a new driver -> submit ->
+down -> deploy again, with the state intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A Ray head in its own temp dir, ended with its `ray start --block` process (a plain
+    `ray stop` would also end the test session's own Ray)."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp}", "--num-cpus=2",
+         "--disable-usage-stats", "--include-dashboard=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([RAY, "status", f"--address={address}"], env=_ray_env(address),
+                             capture_output=True).returncode != 0:  # fmt: skip
+            assert head.poll() is None, "ray start --head exited"
+            assert time.monotonic() < deadline, "the Ray head did not come up"
+            time.sleep(1)
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _ray_env(address: str) -> dict[str, str]:
+    # `ray start --head` turns on token authentication; drivers send the token in this mode.
+    return {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token"}
+
+
+@pytest.fixture
+def cluster_file(tmp_path: Path, kafka_bootstrap: str) -> Path:
+    doc = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    run = uuid.uuid4().hex[:8]
+    meta = doc["metadata"]
+    meta.update(namespace=f"d{run}", topic_prefix=f"d{run}-", state_dir=str(tmp_path / "state"))
+    meta["kafka"] = {"bootstrap_servers": kafka_bootstrap}
+    meta["clickhouse"] = {"dsn": f"chdb://{tmp_path / 'clickhouse'}"}
+    for topic in meta["topics"]:
+        if not topic["name"].startswith("choreo-"):
+            topic["partitions"] = 4
+    for spec in meta["services"].values():
+        spec["shards"] = 1
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def choreo(address: str, config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "choreography.cli", *args, "-c", str(config)],
+        env={**_ray_env(address), "COLUMNS": "200"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+DRIVER = """
+import json, sys, time
+from choreography.system import connect
+from shop.messages import AddStock
+
+system = connect(name=sys.argv[1])
+sku, quantity = sys.argv[2], int(sys.argv[3])
+if quantity:
+    system.submit(AddStock(sku=sku, quantity=quantity))
+state, version = system.state("inventory", sku)
+print(json.dumps({"added": state.added, "version": version}), flush=True)
+if sys.argv[4:] == ["hang"]:
+    time.sleep(600)  # killed by the test
+system.close()
+"""
+
+
+def driver(address: str, namespace: str, sku: str, quantity: int) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", DRIVER, namespace, sku, str(quantity)], env=_ray_env(address),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def status(address: str, config: Path) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in json.loads(choreo(address, config, "status", "--json").stdout)}
+
+
+def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, cluster_file: Path) -> None:
+    namespace = yaml.safe_load(cluster_file.read_text())["metadata"]["namespace"]
+    sku = f"SKU-{uuid.uuid4().hex[:6]}"
+
+    deployed = choreo(ray_head, cluster_file, "deploy")
+    assert "deployed" in deployed.stdout
+    actors = status(ray_head, cluster_file)
+    shards = {name: row for name, row in actors.items() if row["role"] == "shard"}
+    assert set(shards) == {"order-shard-0", "inventory-shard-0", "payment-shard-0", "shipping-shard-0"}
+    assert all(row["state"] == "ALIVE" for row in actors.values()), actors
+    assert all(row["phase"] == "serving" and row["partitions"] == [0, 1, 2, 3] for row in shards.values())
+    assert all(row["rss_mb"] and row["node"] and row["lag"] == 0 for row in shards.values())
+
+    # A driver that is killed while attached: the deployment does not go with it.
+    doomed = subprocess.Popen([sys.executable, "-c", DRIVER, namespace, sku, "7", "hang"], env=_ray_env(ray_head),
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert doomed.stdout is not None
+    assert json.loads(doomed.stdout.readline())["added"] == 7
+    doomed.kill()
+    doomed.wait()
+
+    assert driver(ray_head, namespace, sku, 3) == {"added": 10, "version": 2}
+    after = status(ray_head, cluster_file)
+    assert all(row["state"] == "ALIVE" and row["restarts"] == 0 for row in after.values()), after
+
+    stopped = choreo(ray_head, cluster_file, "down")
+    assert f"stopped {len(actors)} actors" in stopped.stdout
+    gone = choreo(ray_head, cluster_file, "status", check=False)
+    assert gone.returncode == 1 and "no Choreo deployment" in gone.stderr and "Traceback" not in gone.stderr
+
+    choreo(ray_head, cluster_file, "deploy")
+    assert driver(ray_head, namespace, sku, 0) == {"added": 10, "version": 2}, "state intact after down and deploy"
+    choreo(ray_head, cluster_file, "down")
