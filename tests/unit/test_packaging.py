@@ -93,3 +93,19 @@ def test_every_package_is_typed(package: str) -> None:
     assert (ROOT / package / "py.typed").is_file()
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "py.typed" in data[package]
+
+
+def test_ray_up_setup_commands_install_the_mounted_project() -> None:
+    """`ray up cluster.yaml` mounts the project on every node and its setup commands install it."""
+    import shlex
+
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    mounts = {remote: (ROOT / local).resolve() for remote, local in doc["file_mounts"].items()}
+    installed = []
+    for command in doc["setup_commands"]:
+        words = shlex.split(command)
+        if "pip" in words and "install" in words:
+            installed += [mounts[w] for w in words if w in mounts]
+    assert ROOT in installed, f"no setup command installs the mounted project: {doc['setup_commands']}"
