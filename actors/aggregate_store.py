@@ -28,11 +28,13 @@ class PartitionStore:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = self._open()
         except sqlite3.DatabaseError as exc:
             assert path is not None
-            log.warning("aggregate store %s is unreadable (%s); rebuilding it from the topics", path.name, exc)
+            log.warning("aggregate store %s is unreadable (%s); rebuilding it from the topics", path, exc)
             path.unlink(missing_ok=True)
             self.db = self._open()
 
@@ -45,9 +47,11 @@ class PartitionStore:
             " due REAL, entry BLOB NOT NULL);"
             "CREATE INDEX IF NOT EXISTS aggregates_due ON aggregates (due) WHERE due IS NOT NULL;"
             "CREATE TABLE IF NOT EXISTS applied (id INTEGER PRIMARY KEY CHECK (id = 0),"
-            " snapshot_next INTEGER NOT NULL, checkpoint INTEGER);"
+            " snapshot_next INTEGER NOT NULL, checkpoint INTEGER, schema TEXT NOT NULL DEFAULT '');"
         )
-        db.execute("SELECT count(*) FROM applied").fetchone()
+        # A file of an older layout fails here, and is rebuilt like a corrupt one.
+        db.execute("SELECT aggregate_id, version, due, entry FROM aggregates LIMIT 1").fetchone()
+        db.execute("SELECT snapshot_next, checkpoint, schema FROM applied").fetchone()
         return db
 
     @property
@@ -61,6 +65,19 @@ class PartitionStore:
         """The event offset the applied snapshots cover (replay starts there), or None."""
         row = self.db.execute("SELECT checkpoint FROM applied").fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    @property
+    def schema(self) -> str:
+        """The fingerprint of the state schema its rows were written under."""
+        row = self.db.execute("SELECT schema FROM applied").fetchone()
+        return str(row[0]) if row else ""
+
+    def forget(self, schema: str) -> None:
+        """Empty the store, to be read afresh from offset 0, for rows of the state `schema`."""
+        self.db.execute("BEGIN")
+        self.db.execute("DELETE FROM aggregates")
+        self.db.execute("INSERT OR REPLACE INTO applied VALUES (0, 0, NULL, ?)", (schema,))
+        self.db.execute("COMMIT")
 
     def load(self, ids: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -83,7 +100,11 @@ class PartitionStore:
         if wipe:
             self.db.execute("DELETE FROM aggregates")
         self.db.executemany("INSERT OR REPLACE INTO aggregates VALUES (?, ?, ?, ?)", rows)
-        self.db.execute("INSERT OR REPLACE INTO applied VALUES (0, ?, ?)", (snapshot_next, checkpoint))
+        self.db.execute(
+            "INSERT INTO applied VALUES (0, ?, ?, '') ON CONFLICT (id) DO UPDATE"
+            " SET snapshot_next = excluded.snapshot_next, checkpoint = excluded.checkpoint",
+            (snapshot_next, checkpoint),
+        )
         self.db.execute("COMMIT")
 
     def dues(self) -> Iterator[tuple[str, datetime]]:

@@ -47,6 +47,19 @@ def actor_options(
     return options
 
 
+def on_head_node() -> Any:
+    """A scheduling strategy that keeps an actor on the head node, also across restarts: the
+    embedded ClickHouse engine keeps its files on that node's disk (give it a persistent one),
+    and restarting it on another node would start from an empty database."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
+        if node["Alive"] and "node:__internal_head__" in node["Resources"]:
+            return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+    return "DEFAULT"
+
+
 T = TypeVar("T")
 BROKER_PROBE_S = 5.0
 RETRY_MAX_S = 5.0

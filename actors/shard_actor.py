@@ -215,8 +215,10 @@ def actor_name(config: ShardConfig) -> str:
 
 
 def spawn_shard(config: ShardConfig, *, name: str | None = None, detached: bool = False) -> Any:
-    """Create (or look up) the named shard actor. I/O bound, so it takes no CPU reservation."""
+    """Create (or look up) the named shard actor. I/O bound, so it takes no CPU reservation.
+    Shards spread across the cluster's nodes, so that losing one node takes few of them."""
     options = actor_options(
-        name or actor_name(config), config.namespace, detached, config.python_path, max_task_retries=-1
-    )
+        name or actor_name(config), config.namespace, detached, config.python_path, max_task_retries=-1,
+        scheduling_strategy="SPREAD",
+    )  # fmt: skip
     return RemoteShardActor.options(**options).remote(config)

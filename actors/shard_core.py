@@ -10,6 +10,7 @@ its recent command ids and its version intact."""
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import logging
@@ -36,8 +37,10 @@ CHECKPOINT_KEY = b"__checkpoint__"
 """Key of the record that closes a partition's snapshot: the event offset the snapshot covers."""
 RECENT_COMMANDS = 16
 """Command ids remembered per aggregate (and kept in its snapshot) for idempotent redelivery."""
-SEEN_CAPACITY = 100_000
-"""Recent command outcomes kept in memory so a retried command returns its original events."""
+SEEN_CAPACITY = 10_000
+"""Recent command outcomes kept in memory, so that a command retried at once (a Ray retry) is
+answered without a lookup; older client commands are answered from the durable dedup index, and
+policy commands from the aggregates' recent command ids."""
 SPILL_BATCH = 1000
 """Evicted aggregates written to their stores in one go."""
 
@@ -57,7 +60,9 @@ class Entry:
 
 
 class SnapshotCodec:
-    """One aggregate's snapshot as JSON, written and parsed by pydantic's Rust core."""
+    """One aggregate's snapshot as JSON, written and parsed by pydantic's Rust core. Each carries
+    the fingerprint of the state's JSON schema: a snapshot of another schema (the state type
+    changed) does not decode, so its partition replays from the event log instead."""
 
     def __init__(self, state_type: type[DomainModel]) -> None:
         self.model = create_model(
@@ -65,27 +70,40 @@ class SnapshotCodec:
             state=(state_type, ...),
             version=(int, ...),
             recent=(tuple[str, ...], ()),
+            state_schema=(str, ""),
         )
+        described = json.dumps(state_type.model_json_schema(), sort_keys=True).encode()
+        self.schema = hashlib.sha256(described).hexdigest()[:12]
 
     def encode(self, entry: Entry) -> bytes:
-        return self.model(state=entry.state, version=entry.version, recent=entry.recent).model_dump_json().encode()
+        snap = self.model(state=entry.state, version=entry.version, recent=entry.recent, state_schema=self.schema)
+        return snap.model_dump_json().encode()
 
     def decode(self, value: bytes) -> Entry:
         snap: Any = self.model.model_validate_json(value)
+        if snap.state_schema != self.schema:
+            raise ValueError(f"a snapshot of state schema {snap.state_schema or '(unversioned)'}, not {self.schema}")
         return Entry(snap.state, snap.version, snap.recent)
 
     @staticmethod
-    def checkpoint(next_offset: int) -> bytes:
-        return json.dumps({"next_offset": next_offset, "at": time.time()}).encode()
+    def checkpoint(next_offset: int, complete: bool = False) -> bytes:
+        """The record closing a snapshot. `complete`: the snapshot holds every aggregate of the
+        partition, so it supersedes every earlier one (readers forget those first)."""
+        marker: dict[str, Any] = {"next_offset": next_offset, "at": time.time()}
+        if complete:
+            marker["complete"] = True
+        return json.dumps(marker).encode()
 
     @staticmethod
     def checkpoint_offset(value: bytes) -> int:
         return int(json.loads(value)["next_offset"])
 
     @staticmethod
-    def checkpoint_dropped(value: bytes) -> bool:
-        """A checkpoint `choreo snapshots drop` wrote: every earlier snapshot is void."""
-        return bool(json.loads(value).get("dropped"))
+    def checkpoint_supersedes(value: bytes) -> bool:
+        """A checkpoint that voids every earlier snapshot: one `choreo snapshots drop` wrote, or
+        one closing a complete snapshot."""
+        marker = json.loads(value)
+        return bool(marker.get("dropped") or marker.get("complete"))
 
 
 class ShardCore:
@@ -111,6 +129,9 @@ class ShardCore:
         self.events_topic = events_topic
         self.snapshots = SnapshotCodec(aggregate.state_type)
         self.stores = stores if stores is not None else {p: PartitionStore(None) for p in self.owned}
+        for p, store in self.stores.items():
+            if store.schema != self.snapshots.schema:  # new, or written under another state schema
+                self.forget_store(p)
         self.max_in_memory = max_in_memory
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         """The aggregates in memory, least recently used first."""
@@ -120,6 +141,8 @@ class ShardCore:
         """Per partition, the snapshot handed out by `snapshot_records` and not yet committed."""
         self.skipped = 0
         """Events replay skipped because the store already held them (evicted past a checkpoint)."""
+        self.complete_due: set[int] = set()
+        """Partitions replayed from the start: their next snapshot holds every aggregate."""
         self.seen: OrderedDict[str, list[StoredEvent]] = OrderedDict()
         self.deadlines: list[tuple[datetime, str]] = []
         self.scheduled: dict[str, datetime] = {}
@@ -137,6 +160,7 @@ class ShardCore:
         self.flush_spills()
         self.entries.clear()
         self.unsaved.clear()
+        self.complete_due.clear()
         self.skipped = 0
         self.seen.clear()
         self.broken.clear()
@@ -152,40 +176,53 @@ class ShardCore:
         return {p: self.stores[p].snapshot_next for p in sorted(self.owned)}
 
     def forget_store(self, p: int) -> None:
-        """Empty partition `p`'s store (it is stale: the topics were recreated): read it afresh."""
-        self.stores[p].apply_snapshot([], None, 0, wipe=True)
+        """Empty partition `p`'s store (stale: the topics were recreated, or the state schema
+        changed): it is read afresh from the snapshot topic."""
+        self.stores[p].forget(self.snapshots.schema)
 
     def restore_snapshots(self, records: Iterable[LogRecord]) -> tuple[dict[int, int], int]:
         """Apply the snapshot topic's records past each store's offset to the stores. Returns, per
         partition, the event offset its snapshots cover (replay starts there), and how many
-        aggregate records were applied. A partition with a corrupt snapshot replays from 0, and so
-        does one whose snapshots were dropped. Open deadlines are loaded from the stores."""
+        aggregate records were applied. A partition with a snapshot it cannot read (corrupt, or
+        of another state schema) replays from 0, unless a later complete snapshot supersedes
+        it; so does one whose snapshots were dropped. Open deadlines are loaded from the stores."""
         pending: dict[int, list[Row]] = {p: [] for p in self.owned}
-        corrupt: dict[int, int] = {}
+        unreadable: dict[int, int] = {}
+        """Partitions whose current snapshot has a record that cannot be read, and where."""
+        poisoned: dict[int, int] = {}
+        """Partitions that read an unreadable snapshot that nothing superseded since."""
         restored: Counter[int] = Counter()
         for record in records:
             p, offset = record.partition() or 0, record.offset() or 0
             if p not in self.owned:
                 continue
-            if p in corrupt:
-                corrupt[p] = offset
-                continue
             key, value = record.key() or b"", record.value() or b""
             try:
-                if key == CHECKPOINT_KEY:
-                    checkpoint = self.snapshots.checkpoint_offset(value)
-                    store = self.stores[p]
-                    wipe = self.snapshots.checkpoint_dropped(value) or checkpoint < (store.checkpoint or 0)
-                    store.apply_snapshot(pending[p], checkpoint, offset + 1, wipe)
-                    restored[p] += len(pending[p])
-                    pending[p] = []
-                else:
+                if key != CHECKPOINT_KEY:
                     pending[p].append(self._row(key.decode(), self.snapshots.decode(value), value))
+                    continue
+                checkpoint = self.snapshots.checkpoint_offset(value)
+                supersedes = self.snapshots.checkpoint_supersedes(value)
             except (ValueError, KeyError, TypeError) as exc:
                 # Case 2 of the runbook: a corrupt snapshot is ignored and the partition replays.
-                log.warning("snapshot partition %d is corrupt (%s); replaying from 0", p, exc)
-                corrupt[p] = offset
-        for p, last in corrupt.items():
+                if p not in unreadable and p not in poisoned:
+                    log.warning("snapshot partition %d: unreadable record at offset %d (%s)", p, offset, exc)
+                unreadable[p] = offset
+                continue
+            if supersedes:
+                poisoned.pop(p, None)
+            if p in unreadable:
+                poisoned[p] = unreadable.pop(p)
+            if p not in poisoned:
+                store = self.stores[p]
+                wipe = supersedes or checkpoint < (store.checkpoint or 0)
+                store.apply_snapshot(pending[p], checkpoint, offset + 1, wipe)
+                restored[p] = len(pending[p]) + (0 if wipe else restored[p])
+            else:
+                poisoned[p] = offset
+            pending[p] = []
+        for p, last in {**poisoned, **unreadable}.items():
+            log.warning("snapshot partition %d cannot be read; replaying it from 0", p)
             self.stores[p].apply_snapshot([], None, last + 1, wipe=True)
             del restored[p]
         checkpoints: dict[int, int] = {}
@@ -193,6 +230,8 @@ class ShardCore:
             covered = self.stores[p].checkpoint
             if covered is not None:
                 checkpoints[p] = self.next_offset[p] = covered
+            else:
+                self.complete_due.add(p)
             for agg_id, due in self.stores[p].dues():
                 self._schedule(agg_id, due)
         return checkpoints, restored.total()
@@ -462,14 +501,15 @@ class ShardCore:
             rows.append(self._row(agg_id, entry))
         self.unsaved[p] = (rows, self.next_offset[p])
         records = [(agg_id.encode(), value) for agg_id, _, _, value in rows]
-        records.append((CHECKPOINT_KEY, self.snapshots.checkpoint(self.next_offset[p])))
+        records.append((CHECKPOINT_KEY, self.snapshots.checkpoint(self.next_offset[p], p in self.complete_due)))
         return records
 
     def snapshotted(self, p: int, snapshot_next: int) -> None:
         """Partition `p`'s snapshot committed, its checkpoint just before `snapshot_next`: its
         store applies it, as it would on reading it from the topic."""
         rows, checkpoint = self.unsaved.pop(p)
-        self.stores[p].apply_snapshot(rows, checkpoint, snapshot_next, wipe=False)
+        self.stores[p].apply_snapshot(rows, checkpoint, snapshot_next, wipe=p in self.complete_due)
+        self.complete_due.discard(p)
         for agg_id, version, _, _ in rows:
             entry = self.entries.get(agg_id) or self.spilled.get(agg_id)
             if entry is not None and entry.version == version:

@@ -1,10 +1,11 @@
 """Bounded memory and restart time of one order shard over a long soak, with passivation on
 (`max_aggregates`) and, as the same-run baseline, off (every aggregate in memory).
 
-At each checkpoint (by default 20k, 50k, 100k, 150k and 200k orders) it reports the process RSS,
-the aggregates in memory, and the time a restart takes: on the same node (its aggregate store is
-there) and on a new node (an empty state dir: the store is rebuilt from the snapshot topic). The
-shard runs in this process, alone, so the RSS is the shard's.
+At each mark (by default 20k, 50k, 100k, 150k and 200k orders) it reports the process RSS, the
+aggregates and command outcomes in memory, and, for the passivated shard, the time a restart
+takes in a fresh process: on the same node (its aggregate store is there) and on a new node (an
+empty state dir: the store is rebuilt from the snapshot topic). The shard runs in this process,
+alone, so the RSS is the shard's.
 
     python -m bench.soak [--orders 200000] [--budget 20000]
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,14 +65,29 @@ def rss_now_mb() -> float:
     return rss_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def restart_s(settings: Settings, budget: int | None, state_dir: Path) -> float:
+def _restart_in(settings: Settings, budget: int | None, state_dir: Path, out: Any) -> None:
+    tune_gc()
     with Timer() as t:
         restarted = shard(settings, budget, state_dir)
+    out.put((t.seconds, rss_now_mb()))
     restarted.close()
-    return t.seconds
+
+
+def restart_s(settings: Settings, budget: int | None, state_dir: Path) -> tuple[float, float]:
+    """Seconds a shard takes to start and rehydrate in a fresh process, as after a crash, and
+    that process's RSS right after."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_restart_in, args=(settings, budget, state_dir, out))
+    proc.start()
+    seconds, rss = out.get(timeout=600)
+    proc.join(timeout=120)
+    return seconds, rss
 
 
 def soak(settings: Settings, budget: int | None, marks: list[int], workdir: Path) -> list[dict[str, Any]]:
+    """One shard in this process through every mark. The passivated one is restarted at each
+    mark in a fresh process (timed), then reopened here; the unbounded baseline runs on without."""
     label = f"max_aggregates={budget:,}" if budget else "unbounded (baseline)"
     state_dir = workdir / f"state-{budget or 'all'}"
     live = shard(settings, budget, state_dir)
@@ -84,20 +102,23 @@ def soak(settings: Settings, budget: int | None, marks: list[int], workdir: Path
                 outcomes = live.handle(batch[start : start + BATCH])
                 assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:2]
             done += step
-        in_memory = len(live.entries)
-        rss = rss_now_mb()
-        live.close()
-        same_node = restart_s(settings, budget, state_dir)
-        new_node = restart_s(settings, budget, workdir / f"new-node-{budget or 'all'}-{mark}")
-        rows.append({"scenario": label, "orders": mark, "in_memory": in_memory, "rss_mb": rss,
-                     "restart_same_node_s": same_node, "restart_new_node_s": new_node})  # fmt: skip
-        console.print(
-            f"  {label}: {mark:,} orders after {time.perf_counter() - started:.0f}s, {in_memory:,} in memory, "
-            f"RSS {rss:.0f} MB, restart {same_node:.2f}s (same node) / {new_node:.2f}s (new node)"
-        )
-        live = shard(settings, budget, state_dir)
+        row: dict[str, Any] = {"scenario": label, "orders": mark, "in_memory": len(live.entries),
+                               "seen": len(live.core.seen), "rss_mb": rss_now_mb(),
+                               "python_blocks": sys.getallocatedblocks()}  # fmt: skip
+        if budget is not None:
+            live.close()
+            row["restart_same_node_s"], row["restarted_rss_mb"] = restart_s(settings, budget, state_dir)
+            row["restart_new_node_s"], _ = restart_s(settings, budget, workdir / f"new-node-{mark}")
+            live = shard(settings, budget, state_dir)
+        rows.append(row)
+        console.print(f"  {label}: {mark:,} orders after {time.perf_counter() - started:.0f}s: {row}")
     live.close()
     return rows
+
+
+def _soak_in(settings: Settings, budget: int | None, marks: list[int], workdir: Path, out: Any) -> None:
+    tune_gc()
+    out.put(soak(settings, budget, marks, workdir))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -110,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="choreo-soak-"))
     marks = sorted({m for m in (20_000, 50_000, 100_000, 150_000, 200_000) if m < args.orders} | {args.orders})
     rows = []
+    ctx = multiprocessing.get_context("spawn")
     for budget in (args.budget, None):
         settings = bench_settings(args.config, workdir)
         services = dict(settings.services)
@@ -117,14 +139,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         services["order"] = services["order"].model_copy(update={"shards": 1, "deadline_s": None})
         settings = settings.model_copy(update={"services": services})
         ensure_topics(settings)
-        rows += soak(settings, budget, marks, workdir)
-    first, last = rows[0], rows[len(marks) - 1]
+        out = ctx.Queue()
+        proc = ctx.Process(target=_soak_in, args=(settings, budget, marks, workdir, out))  # a clean RSS per scenario
+        proc.start()
+        rows += out.get()
+        proc.join()
+    passivated, unbounded = rows[: len(marks)], rows[len(marks) :]
     extra = {
         "budget": args.budget,
-        "rss_growth_mb": {"passivated": last["rss_mb"] - rows[min(1, len(marks) - 1)]["rss_mb"],
-                          "unbounded": rows[-1]["rss_mb"] - rows[len(marks) + min(1, len(marks) - 1)]["rss_mb"]},
-        "restart_ratio_last_to_first": last["restart_same_node_s"] / first["restart_same_node_s"],
-    }  # fmt: skip
+        "rss_growth_mb": {
+            "passivated": passivated[-1]["rss_mb"] - passivated[0]["rss_mb"],
+            "unbounded": unbounded[-1]["rss_mb"] - unbounded[0]["rss_mb"],
+        },
+        "restart_ratio_last_to_first": passivated[-1]["restart_same_node_s"] / passivated[0]["restart_same_node_s"],
+    }
     report("soak", rows, extra)
     return extra
 

@@ -18,7 +18,7 @@ import ray
 from confluent_kafka import Message, Producer
 from ray.util.metrics import Counter
 
-from actors.runtime import actor_options, tune_gc
+from actors.runtime import actor_options, on_head_node, tune_gc
 from events.base import StoredEvent
 from events.declared import load_registry
 from events.log.dlq import dead_letter_from, send_dead_letter
@@ -294,4 +294,6 @@ def _spawn(
     python_path: Sequence[str],
 ) -> Any:
     options = actor_options(actor, namespace, detached, python_path, max_task_retries=-1, max_concurrency=8)
+    if dsn.startswith("chdb://"):  # one embedded engine, on the head node's disk; a server's clients run anywhere
+        options["scheduling_strategy"] = on_head_node()
     return RemoteProjectionHost.options(**options).remote(dsn, kafka, namespace, topic_prefix, projections, messages)

@@ -126,7 +126,9 @@ def test_the_write_side_survives_two_broker_kills_under_load(make_settings, star
         while True:
             states = {k: s for shard in system.shards["order"] for k, (s, _) in ray.get(shard.dump.remote()).items()}
             ended = all(oid in states and states[oid].terminal for oid in placed)
-            log = [e for svc in ("order", "inventory", "payment", "shipping") for e in read_log(settings, f"{svc}-events")]
+            log = [
+                e for svc in ("order", "inventory", "payment", "shipping") for e in read_log(settings, f"{svc}-events")
+            ]
             result = audit(log, order_ids=placed)
             if (ended and result.ok) or time.monotonic() > deadline:
                 break

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.conftest import isolated_metadata
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -67,19 +68,11 @@ def _ray_env(address: str) -> dict[str, str]:
 
 @pytest.fixture
 def cluster_file(tmp_path: Path, kafka_bootstrap: str) -> Path:
-    doc = yaml.safe_load((REPO / "cluster.yaml").read_text())
-    run = uuid.uuid4().hex[:8]
-    meta = doc["metadata"]
-    meta.update(namespace=f"d{run}", topic_prefix=f"d{run}-", state_dir=str(tmp_path / "state"))
-    meta["kafka"] = {"bootstrap_servers": kafka_bootstrap}
-    meta["clickhouse"] = {"dsn": f"chdb://{tmp_path / 'clickhouse'}"}
-    for topic in meta["topics"]:
-        if not topic["name"].startswith("choreo-"):
-            topic["partitions"] = 4
+    meta = isolated_metadata(tmp_path, kafka_bootstrap, partitions=4, letter="d")
     for spec in meta["services"].values():
         spec["shards"] = 1
     path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(yaml.safe_dump({"metadata": meta}))
     return path
 
 

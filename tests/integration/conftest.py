@@ -46,19 +46,26 @@ def ray_runtime() -> Iterator[None]:
 SettingsFactory = Callable[..., Settings]
 
 
+def isolated_metadata(workdir: Path, bootstrap: str, partitions: int, letter: str = "t") -> dict[str, Any]:
+    """cluster.yaml's `metadata` on fresh topics (a unique prefix), a unique Ray namespace, and a
+    ClickHouse and state dir under `workdir`, with `partitions` per service topic."""
+    metadata: dict[str, Any] = yaml.safe_load((REPO / "cluster.yaml").read_text())["metadata"]
+    run = uuid.uuid4().hex[:8]
+    metadata["namespace"] = f"{letter}{run}"
+    metadata["topic_prefix"] = f"{letter}{run}-"
+    metadata["kafka"] = {"bootstrap_servers": bootstrap}
+    metadata["clickhouse"] = {"dsn": f"chdb://{workdir / 'clickhouse'}"}
+    metadata["state_dir"] = str(workdir / "state")
+    for topic in metadata["topics"]:
+        if not topic["name"].startswith("choreo-"):
+            topic["partitions"] = partitions
+    return metadata
+
+
 @pytest.fixture
 def make_settings(kafka_bootstrap: str, tmp_path: Path) -> SettingsFactory:
     def make(shards: int = 4, partitions: int = 8, snapshot_every: int = 1000, **extra: Any) -> Settings:
-        metadata = yaml.safe_load((REPO / "cluster.yaml").read_text())["metadata"]
-        run = uuid.uuid4().hex[:8]
-        metadata["namespace"] = f"t{run}"
-        metadata["topic_prefix"] = f"t{run}-"
-        metadata["kafka"] = {"bootstrap_servers": kafka_bootstrap}
-        metadata["clickhouse"] = {"dsn": f"chdb://{tmp_path / 'clickhouse'}"}
-        metadata["state_dir"] = str(tmp_path / "state")
-        for topic in metadata["topics"]:
-            if not topic["name"].startswith("choreo-"):
-                topic["partitions"] = partitions
+        metadata = isolated_metadata(tmp_path, kafka_bootstrap, partitions)
         metadata["services"]["order"].update(shards=shards, snapshot_every=snapshot_every)
         metadata.update(extra)
         return settings_from_metadata(metadata, env={})

@@ -134,3 +134,62 @@ def test_a_dropped_snapshot_empties_the_store_so_the_partition_replays(tmp_path:
         fresh.replay(record)
     assert fresh.skipped == 0, "nothing of the dropped snapshot is trusted"
     assert fresh.state(a)[0].total == 3
+
+
+class TallyStateV2(TallyState):
+    note: str = ""
+
+
+class TallyV2(Tally):
+    """The same aggregate after its state type changed (a new field)."""
+
+    state_type = TallyStateV2
+
+    def initial(self) -> TallyStateV2:
+        return TallyStateV2()
+
+
+def test_snapshots_of_another_state_schema_are_replayed_and_then_superseded(tmp_path: Path) -> None:
+    events: list[Record] = []
+    topic: list[Record] = []
+    old = core(budget=None)
+    a, b = ids_in(0, 1) + ids_in(1, 1)
+    decide_and_commit(old, Add(tally_id=a, n=2), Add(tally_id=b, n=3), log=events)
+    snapshot(old, topic)
+
+    upgraded = ShardCore(TallyV2(), REGISTRY, OWNED, PARTITIONS, "tally-events", stores(tmp_path / "node-1"))
+    assert upgraded.restore_snapshots(topic) == ({}, 0), "old-schema snapshots are ignored: replay from 0"
+    for record in events:
+        upgraded.replay(record)
+    assert upgraded.state(a) == (TallyStateV2(total=2, opened=START), 1)
+    written: list[Record] = list(topic)
+    snapshot(upgraded, written)
+    assert all(SnapshotCodec.checkpoint_supersedes(r.v or b"") for r in written[len(topic) :] if r.k == CHECKPOINT_KEY)
+
+    new_node = ShardCore(TallyV2(), REGISTRY, OWNED, PARTITIONS, "tally-events", stores(tmp_path / "node-2"))
+    checkpoints, restored = new_node.restore_snapshots(written)
+    assert checkpoints == upgraded.next_offset and restored == 2, "the complete snapshot supersedes the old ones"
+    assert new_node.all_entries() == upgraded.all_entries()
+
+
+def test_an_aggregate_store_of_another_state_schema_is_forgotten(tmp_path: Path) -> None:
+    old = core(budget=1, directory=tmp_path)
+    decide_and_commit(old, *[Add(tally_id=t, n=1) for t in tally_ids(4)])
+    snapshot(old, [])
+    old.close()
+    assert core(budget=1, directory=tmp_path).stored() == 4
+    upgraded = ShardCore(TallyV2(), REGISTRY, OWNED, PARTITIONS, "tally-events", stores(tmp_path), 1)
+    assert upgraded.stored() == 0 and upgraded.snapshot_starts() == {0: 0, 1: 0}
+
+
+def test_a_store_file_of_an_older_layout_or_corrupt_is_rebuilt(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = tmp_path / "p0.sqlite3"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE applied (id INTEGER PRIMARY KEY, snapshot_next INTEGER NOT NULL, checkpoint INTEGER)")
+    (tmp_path / "p1.sqlite3").write_bytes(b"not a database" * 100)
+    c = ShardCore(Tally(), REGISTRY, OWNED, PARTITIONS, "tally-events", stores(tmp_path), 2)
+    assert c.snapshot_starts() == {0: 0, 1: 0}
+    decide_and_commit(c, *[Add(tally_id=t, n=1) for t in tally_ids(6)])
+    assert c.all_entries().keys() == set(tally_ids(6))
