@@ -85,6 +85,9 @@ def status(settings: Settings, service: str, partitions: list[int] | None = None
         events = settings.topic_name(events_topic(service))
         for p in chosen:
             found[p].events_end = watermarks(consumer, events, p)[1]
+        unit: dict[int, dict[bytes, int]] = {p: {} for p in chosen}
+        unit_errors: dict[int, list[str]] = {p: [] for p in chosen}
+        """The records, and the unreadable ones, of each partition's snapshot up to its checkpoint."""
         for msg in read_to_end(consumer, settings.topic_name(snapshots_topic(service)), dict.fromkeys(chosen, 0)):
             p, key, value = msg.partition() or 0, msg.key() or b"", msg.value()
             snap = found[p]
@@ -92,11 +95,19 @@ def status(settings: Settings, service: str, partitions: list[int] | None = None
                 if key == CHECKPOINT_KEY:
                     marker = json.loads(value or b"")
                     snap.checkpoint, snap.checkpoint_at = int(marker["next_offset"]), marker.get("at")
+                    if SnapshotCodec.checkpoint_supersedes(value or b""):  # every earlier snapshot is void
+                        sizes[p].clear()
+                        snap.corrupt.clear()
+                    sizes[p].update(unit[p])
+                    snap.corrupt += unit_errors[p]
+                    unit[p], unit_errors[p] = {}, []
                 else:
                     codec.decode(value or b"")
-                    sizes[p][key] = len(value or b"")
+                    unit[p][key] = len(value or b"")
             except (ValueError, KeyError, TypeError) as exc:
-                snap.corrupt.append(f"offset {msg.offset()}: {type(exc).__name__}")
+                unit_errors[p].append(f"offset {msg.offset()}: {type(exc).__name__}")
+        for p, errors in unit_errors.items():
+            found[p].corrupt += errors
     finally:
         consumer.close()
     for p, snap in found.items():
