@@ -65,6 +65,7 @@ def deploy(settings: Settings, progress: Progress | None = None, timeout: float 
     """Create or validate the topics, start every actor that does not run yet (healthy ones stay),
     record the settings, and wait until every shard serves and every consumer caught up."""
     say = progress or (lambda done, total, what: None)
+    check_redeploy(settings)
     say(0, 1, "topics")
     ensure_topics(settings)
     options = actor_options(RECORD, settings.namespace, True, settings.python_path, max_restarts=-1)
@@ -73,6 +74,27 @@ def deploy(settings: Settings, progress: Progress | None = None, timeout: float 
     system = System(settings, detached=True, create_topics=False, wait=False)
     wait_deployed(system, say, timeout)
     return system
+
+
+def check_redeploy(settings: Settings) -> None:
+    """Refuse to redeploy with other actor counts: running actors keep their partitions, so new
+    ones beside them would own the same partitions under another count and fence each other."""
+    try:
+        running = deployed_settings(settings.namespace)
+    except NotDeployed:
+        return
+    changed = [
+        f"{service}.{field} {getattr(running.services[service], field)} -> {getattr(spec, field)}"
+        for service, spec in settings.services.items()
+        if service in running.services
+        for field in ("shards", "policy_runners")
+        if getattr(running.services[service], field) != getattr(spec, field)
+    ]
+    if changed:
+        raise ValueError(
+            f"the deployment in namespace {settings.namespace!r} runs other actor counts ({', '.join(changed)}); "
+            "changing them in place is not supported yet: run `choreo down`, then `choreo deploy` (state is kept)"
+        )
 
 
 def wait_deployed(system: System, say: Progress, timeout: float) -> None:

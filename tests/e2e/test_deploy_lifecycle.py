@@ -139,6 +139,16 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     after = status(ray_head, cluster_file)
     assert all(row["state"] == "ALIVE" and row["restarts"] == 0 for row in after.values()), after
 
+    # Redeploying unchanged keeps every actor; other shard counts are refused, not half-applied.
+    choreo(ray_head, cluster_file, "deploy")
+    assert {n: r["pid"] for n, r in status(ray_head, cluster_file).items()} == {n: r["pid"] for n, r in after.items()}
+    rescaled = cluster_file.with_name("rescaled.yaml")
+    doc = yaml.safe_load(cluster_file.read_text())
+    doc["metadata"]["services"]["order"]["shards"] = 2
+    rescaled.write_text(yaml.safe_dump(doc))
+    refused = choreo(ray_head, rescaled, "deploy", check=False)
+    assert refused.returncode == 1 and "order.shards 1 -> 2" in refused.stderr and "Traceback" not in refused.stderr
+
     stopped = choreo(ray_head, cluster_file, "down")
     assert f"stopped {len(actors)} actors" in stopped.stdout
     gone = choreo(ray_head, cluster_file, "status", check=False)
