@@ -20,13 +20,13 @@ from actors.runtime import actor_options
 from choreography.config import Settings
 from choreography.errors import NotDeployed
 from choreography.lag import consumer_lag
-from choreography.system import System
+from choreography.system import DEPLOYMENT_RECORD, System
 from choreography.topology import ensure_topics
 from events.log.topics import owned_partitions
 
 log = logging.getLogger("choreo.deployment")
 
-RECORD = "choreo-deployment"
+RECORD = DEPLOYMENT_RECORD
 Progress = Callable[[int, int, str], None]
 """(actors ready, actors in all, what is awaited) while a deployment comes up."""
 

@@ -113,6 +113,11 @@ class System:
                 logging_level=logging.WARNING,
                 log_to_driver=os.environ.get("CHOREO_RAY_LOGS") == "1",
             )
+        if spawn and not detached and _deployed(settings.namespace):
+            # `choreo deploy` runs this namespace: attach to it, never start a second copy, and
+            # leave it running on close.
+            log.info("attaching to the deployment running in namespace %s", settings.namespace)
+            self.detached, self.spawn, detached, create_topics = True, False, True, False
         if create_topics:
             ensure_topics(settings)
         self.shards: dict[str, list[Any]] = {
@@ -138,7 +143,7 @@ class System:
                 if spec.policies
             }
         self.projection_hosts: dict[str, Any] = {}
-        if projections and settings.projections and not spawn:
+        if projections and settings.projections and not self.spawn:
             self.projection_hosts = {
                 name: self._actor("projection-host" if settings.clickhouse.embedded else f"projection-{name}", None)
                 for name in settings.projections
@@ -391,15 +396,29 @@ class System:
         return consumer_lag(self.settings)
 
     def close(self) -> None:
-        """Stop cleanly. Actors of a non-detached system are ended; detached ones keep running."""
+        """Stop cleanly. Actors of a non-detached system are ended; detached ones keep running
+        untouched (`choreo down` stops a deployment)."""
+        if self.detached:
+            return
         for host in self._hosts():
             try:
                 ray.get(host.stop.remote(), timeout=30)
             except Exception as exc:  # best effort on shutdown
                 log.warning("projection host did not stop cleanly: %s", exc)
-        if not self.detached:
-            for actor in self.actors():
-                ray.kill(actor, no_restart=True)
+        for actor in self.actors():
+            ray.kill(actor, no_restart=True)
+
+
+DEPLOYMENT_RECORD = "choreo-deployment"
+"""The detached actor in which `choreo deploy` records a deployment's settings."""
+
+
+def _deployed(namespace: str) -> bool:
+    try:
+        ray.get_actor(DEPLOYMENT_RECORD, namespace=namespace)
+    except ValueError:
+        return False
+    return True
 
 
 def connect(

@@ -136,8 +136,11 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     doomed.wait()
 
     assert driver(ray_head, namespace, sku, 3) == {"added": 10, "version": 2}
+    # The CLI in the deployment's namespace attaches to it, and leaves it running when it exits.
+    choreo(ray_head, cluster_file, "submit", "AddStock", json.dumps({"sku": sku, "quantity": 5}))
     after = status(ray_head, cluster_file)
     assert all(row["state"] == "ALIVE" and row["restarts"] == 0 for row in after.values()), after
+    assert {n: r["pid"] for n, r in after.items()} == {n: r["pid"] for n, r in actors.items()}
 
     # Redeploying unchanged keeps every actor; other shard counts are refused, not half-applied.
     choreo(ray_head, cluster_file, "deploy")
@@ -155,5 +158,5 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     assert gone.returncode == 1 and "no Choreo deployment" in gone.stderr and "Traceback" not in gone.stderr
 
     choreo(ray_head, cluster_file, "deploy")
-    assert driver(ray_head, namespace, sku, 0) == {"added": 10, "version": 2}, "state intact after down and deploy"
+    assert driver(ray_head, namespace, sku, 0) == {"added": 15, "version": 3}, "state intact after down and deploy"
     choreo(ray_head, cluster_file, "down")
