@@ -210,8 +210,13 @@ def _rejections_counter() -> Any:
 RemoteShardActor = ray.remote(ShardActor)
 
 
+def shard_actor_name(service: str, shard: int) -> str:
+    """The Ray actor name of a service's shard, in its deployment's namespace."""
+    return f"{service}-shard-{shard}"
+
+
 def actor_name(config: ShardConfig) -> str:
-    return f"{config.service}-shard-{config.shard}"
+    return shard_actor_name(config.service, config.shard)
 
 
 def spawn_shard(config: ShardConfig, *, name: str | None = None, detached: bool = False) -> Any:

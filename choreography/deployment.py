@@ -17,12 +17,15 @@ from typing import Any
 import ray
 
 from actors.runtime import actor_options
+from actors.shard_actor import shard_actor_name
 from choreography.config import Settings
 from choreography.errors import NotDeployed
-from choreography.lag import consumer_lag
+from choreography.lag import LAG_MONITOR, consumer_lag, policy_group, projection_group, shard_group
+from choreography.policy_runner import runner_actor_name
 from choreography.system import DEPLOYMENT_RECORD, System
 from choreography.topology import ensure_topics
 from events.log.topics import owned_partitions
+from projections.host import host_names
 
 log = logging.getLogger("choreo.deployment")
 
@@ -154,9 +157,13 @@ class ActorStatus:
     aggregates: int | None = None
     rss_mb: float | None = None
     lag: int | None = None
+    groups: list[str] = field(default_factory=list)
+    """The consumer groups whose lag is the actor's (a shard shares its service's group)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        described = asdict(self)
+        del described["groups"]
+        return described
 
 
 def status(settings: Settings, timeout: float = 5) -> list[ActorStatus]:
@@ -188,8 +195,7 @@ def status(settings: Settings, timeout: float = 5) -> list[ActorStatus]:
         _merge(found[name], info)
     lag = _lag_by_group(settings)
     for status in found.values():
-        groups = _groups_of(settings, status)
-        status.lag = sum(lag.get(group, 0) for group in groups) if groups else None
+        status.lag = sum(lag.get(group, 0) for group in status.groups) if status.groups else None
     return list(found.values())
 
 
@@ -216,23 +222,25 @@ def down(settings: Settings, report: Callable[[str], None] | None = None) -> lis
 
 def _expected(settings: Settings) -> list[ActorStatus]:
     """The actors a deployment of `settings` runs, by name and role, the record last."""
+    ns = settings.namespace
     found = []
     for service, spec in settings.services.items():
         parts = settings.partitions(service)
+        groups = [shard_group(ns, service)]
         for i in range(spec.shards):
-            found.append(
-                ActorStatus(
-                    f"{service}-shard-{i}", "shard", "MISSING", partitions=owned_partitions(i, spec.shards, parts)
-                )
-            )
+            owned = owned_partitions(i, spec.shards, parts)
+            found.append(ActorStatus(shard_actor_name(service, i), "shard", "MISSING", partitions=owned, groups=groups))
         if spec.policies:
-            found += [ActorStatus(f"policy-{service}-{i}", "policy", "MISSING") for i in range(spec.policy_runners)]
-    if settings.projections:
-        if settings.clickhouse.embedded:
-            found.append(ActorStatus("projection-host", "projections", "MISSING"))
-        else:
-            found += [ActorStatus(f"projection-{name}", "projections", "MISSING") for name in settings.projections]
-    found.append(ActorStatus("lag-monitor", "metrics", "MISSING"))
+            groups = [policy_group(ns, service)]
+            found += [
+                ActorStatus(runner_actor_name(service, i), "policy", "MISSING", groups=groups)
+                for i in range(spec.policy_runners)
+            ]
+    hosts: dict[str, list[str]] = {}
+    for name, actor in host_names(settings.clickhouse.dsn, list(settings.projections)).items():
+        hosts.setdefault(actor, []).append(projection_group(ns, name))
+    found += [ActorStatus(actor, "projections", "MISSING", groups=groups) for actor, groups in hosts.items()]
+    found.append(ActorStatus(LAG_MONITOR, "metrics", "MISSING"))
     found.append(ActorStatus(RECORD, "deployment", "MISSING"))
     return found
 
@@ -259,19 +267,6 @@ def _merge(status: ActorStatus, info: dict[str, Any]) -> None:
         status.detail = str(info.get("detail") or "")
         status.aggregates = info.get("aggregates")
     status.rss_mb = info.get("rss_mb") if isinstance(info.get("rss_mb"), float) else status.rss_mb
-
-
-def _groups_of(settings: Settings, status: ActorStatus) -> list[str]:
-    """The consumer groups an actor consumes in (a shard shares its service's group)."""
-    ns = settings.namespace
-    if status.role == "shard":
-        return [f"{ns}-{status.name.rsplit('-shard-', 1)[0]}-shards"]
-    if status.role == "policy":
-        return [f"{ns}-policy-{status.name.removeprefix('policy-').rsplit('-', 1)[0]}"]
-    if status.role == "projections":
-        names = settings.projections if status.name == "projection-host" else [status.name.removeprefix("projection-")]
-        return [f"{ns}-projection-{name}" for name in names]
-    return []
 
 
 def _lag_by_group(settings: Settings) -> dict[str, int]:

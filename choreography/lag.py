@@ -35,17 +35,32 @@ class LagRow:
         return max(0, self.end - max(self.committed, 0))
 
 
+def shard_group(namespace: str, service: str) -> str:
+    """The consumer group of a service's shards on its command topic."""
+    return f"{namespace}-{service}-shards"
+
+
+def policy_group(namespace: str, service: str) -> str:
+    """The consumer group of a service's policy runners on the events they react to."""
+    return f"{namespace}-policy-{service}"
+
+
+def projection_group(namespace: str, projection: str) -> str:
+    """The consumer group of a projection (informational: ClickHouse holds its positions)."""
+    return f"{namespace}-projection-{projection}"
+
+
 def consumer_groups(settings: Settings) -> list[tuple[str, str, list[str]]]:
     """(group id, kind, topics) of every consumer group the topology runs."""
     ns, prefix = settings.namespace, settings.topic_prefix
     groups: list[tuple[str, str, list[str]]] = []
     for service in settings.services:
-        groups.append((f"{ns}-{service}-shards", "shard", [commands_topic(service, prefix)]))
+        groups.append((shard_group(ns, service), "shard", [commands_topic(service, prefix)]))
         if settings.services[service].policy_runners and settings.services[service].policies:
             sources = settings.sources(service)
-            groups.append((f"{ns}-policy-{service}", "policy", [events_topic(s, prefix) for s in sources]))
+            groups.append((policy_group(ns, service), "policy", [events_topic(s, prefix) for s in sources]))
     for name, spec in settings.projections.items():
-        groups.append((f"{ns}-projection-{name}", "projection", [f"{prefix}{t}" for t in spec.topics]))
+        groups.append((projection_group(ns, name), "projection", [f"{prefix}{t}" for t in spec.topics]))
     return groups
 
 
@@ -131,6 +146,10 @@ class LagMonitor:
 RemoteLagMonitor = ray.remote(LagMonitor)
 
 
+LAG_MONITOR = "lag-monitor"
+"""The Ray actor name of the lag monitor, in its deployment's namespace."""
+
+
 def spawn_lag_monitor(settings: Settings, *, detached: bool = False) -> Any:
-    options = actor_options("lag-monitor", settings.namespace, detached, settings.python_path)
+    options = actor_options(LAG_MONITOR, settings.namespace, detached, settings.python_path)
     return RemoteLagMonitor.options(**options).remote(settings)

@@ -189,7 +189,17 @@ class PolicyRunnerActor:
 RemotePolicyRunner = ray.remote(PolicyRunnerActor)
 
 
+def runner_actor_name(service: str, index: int) -> str:
+    """The Ray actor name of a service's policy runner, in its deployment's namespace."""
+    return f"policy-{service}-{index}"
+
+
 def spawn_policy_runner(config: RunnerConfig, *, detached: bool = False) -> Any:
-    name = f"policy-{config.service}-{config.index}"
-    options = actor_options(name, config.namespace, detached, config.python_path, max_task_retries=-1)
+    options = actor_options(
+        runner_actor_name(config.service, config.index),
+        config.namespace,
+        detached,
+        config.python_path,
+        max_task_retries=-1,
+    )
     return RemotePolicyRunner.options(**options).remote(config)

@@ -162,10 +162,12 @@ def running_shards(settings: Settings, service: str, shards: list[int]) -> dict[
     initialised); shards that do not run are left out."""
     import ray
 
+    from actors.shard_actor import shard_actor_name
+
     found = {}
     for shard in shards:
         try:
-            found[shard] = ray.get_actor(f"{service}-shard-{shard}", namespace=settings.namespace)
+            found[shard] = ray.get_actor(shard_actor_name(service, shard), namespace=settings.namespace)
         except ValueError:
             continue
     return found

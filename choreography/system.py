@@ -19,7 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from actors.aggregate import fold
 from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
-from actors.shard_actor import spawn_shard
+from actors.shard_actor import shard_actor_name, spawn_shard
 from choreography.config import Settings, load_settings
 from choreography.errors import (
     CommandRejected,
@@ -29,15 +29,15 @@ from choreography.errors import (
     QueryRejected,
     ShardUnavailable,
 )
-from choreography.lag import LagRow, consumer_lag, spawn_lag_monitor
-from choreography.policy_runner import RunnerConfig, spawn_policy_runner
+from choreography.lag import LAG_MONITOR, LagRow, consumer_lag, spawn_lag_monitor
+from choreography.policy_runner import RunnerConfig, runner_actor_name, spawn_policy_runner
 from choreography.redrive import Redriven
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
 from events.log.reader import read_topic
 from events.log.topics import DLQ_TOPIC, events_topic, partition_for, shard_for
-from projections.host import spawn_projection_hosts
+from projections.host import host_names, spawn_projection_hosts
 from projections.readonly import check_read_only
 from projections.sink import QueryResult
 
@@ -123,7 +123,8 @@ class System:
         self.shards: dict[str, list[Any]] = {
             service: [
                 self._actor(
-                    f"{service}-shard-{i}", partial(spawn_shard, shard_config(settings, service, i), detached=detached)
+                    shard_actor_name(service, i),
+                    partial(spawn_shard, shard_config(settings, service, i), detached=detached),
                 )
                 for i in range(spec.shards)
             ]
@@ -134,7 +135,7 @@ class System:
             self.policy_runners = {
                 service: [
                     self._actor(
-                        f"policy-{service}-{i}",
+                        runner_actor_name(service, i),
                         partial(spawn_policy_runner, runner_config(settings, service, i), detached=detached),
                     )
                     for i in range(spec.policy_runners)
@@ -144,10 +145,8 @@ class System:
             }
         self.projection_hosts: dict[str, Any] = {}
         if projections and settings.projections and not self.spawn:
-            self.projection_hosts = {
-                name: self._actor("projection-host" if settings.clickhouse.embedded else f"projection-{name}", None)
-                for name in settings.projections
-            }
+            names = host_names(settings.clickhouse.dsn, list(settings.projections))
+            self.projection_hosts = {name: self._actor(actor, None) for name, actor in names.items()}
         elif projections and settings.projections:
             self.projection_hosts = spawn_projection_hosts(
                 settings.clickhouse.dsn,
@@ -160,7 +159,7 @@ class System:
                 python_path=settings.python_path,
             )
         self.lag_monitor: Any = (
-            self._actor("lag-monitor", partial(spawn_lag_monitor, settings, detached=detached)) if metrics else None
+            self._actor(LAG_MONITOR, partial(spawn_lag_monitor, settings, detached=detached)) if metrics else None
         )
         if wait:
             self.wait_ready()

@@ -267,19 +267,21 @@ def spawn_projection_hosts(
     detached: bool = False,
     python_path: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Projection name -> the actor running it. The embedded engine allows one engine per
-    process, so one host runs them all; against a ClickHouse server each gets its own actor."""
+    """Projection name -> the actor running it (see `host_names`)."""
+    names = host_names(dsn, list(projections))
+    hosts: dict[str, Any] = {}
+    for actor in dict.fromkeys(names.values()):
+        mine = {name: opts for name, opts in projections.items() if names[name] == actor}
+        hosts[actor] = _spawn(actor, dsn, kafka, namespace, topic_prefix, mine, messages, detached, python_path)
+    return {name: hosts[names[name]] for name in projections}
+
+
+def host_names(dsn: str, projections: list[str]) -> dict[str, str]:
+    """Projection name -> the Ray actor name of its host. The embedded engine allows one engine
+    per process, so one host runs them all; against a ClickHouse server each gets its own actor."""
     if dsn.startswith("chdb://"):
-        host = _spawn(
-            "projection-host", dsn, kafka, namespace, topic_prefix, projections, messages, detached, python_path
-        )
-        return dict.fromkeys(projections, host)
-    return {
-        name: _spawn(
-            f"projection-{name}", dsn, kafka, namespace, topic_prefix, {name: opts}, messages, detached, python_path
-        )
-        for name, opts in projections.items()
-    }
+        return dict.fromkeys(projections, "projection-host")
+    return {name: f"projection-{name}" for name in projections}
 
 
 def _spawn(

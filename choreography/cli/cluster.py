@@ -15,6 +15,7 @@ import typer
 from choreography.cli.common import (
     ConfigOpt,
     app,
+    connect_ray,
     console,
     print_table,
     progress_bar,
@@ -38,11 +39,10 @@ def deploy(
     shard serves and every consumer caught up. Idempotent: running actors stay, dead ones are
     replaced. The deployment outlives this command; stop it with `choreo down`."""
     from choreography.deployment import deploy as deploy_system
-    from choreography.deployment import init_ray
 
     settings = settings_for(config)
     require_broker(settings)
-    _join_ray(settings, start_ray, init_ray)
+    _join_ray(settings, start_ray)
     with progress_bar() as bar:
         task = bar.add_task("deploying", total=None)
 
@@ -58,9 +58,9 @@ def deploy(
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Every actor of the deployment: node, partitions, phase (rehydrating, serving, failed and
     why), restarts, consumer lag, aggregates in memory and memory used."""
-    from choreography.deployment import deployed_settings, init_ray
+    from choreography.deployment import deployed_settings
 
-    settings = _joined(settings_for(config), init_ray)
+    settings = _joined(settings_for(config))
     deployed_settings(settings.namespace)  # NotDeployed when nothing runs there
     if as_json:
         from choreography.deployment import status as actor_status
@@ -74,10 +74,10 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def down(config: ConfigOpt = None) -> None:
     """Drain and stop the deployment: each actor finishes its batch and commits, then stops.
     Topics, snapshots and analytics stay; `choreo deploy` brings it back with its state."""
-    from choreography.deployment import deployed_settings, init_ray
+    from choreography.deployment import deployed_settings
     from choreography.deployment import down as stop_all
 
-    settings = _joined(settings_for(config), init_ray)
+    settings = _joined(settings_for(config))
     deployed_settings(settings.namespace)
     stopped = stop_all(settings, lambda line: console.print(f"  {line}"))
     console.print(f"[green]stopped[/] {len(stopped)} actors of namespace [bold]{settings.namespace}[/]")
@@ -100,26 +100,22 @@ def _print_status(settings: Settings) -> None:
     print_table(f"deployment {settings.namespace}", columns, rows)
 
 
-def _joined(settings: Settings, init_ray: Any) -> Settings:
-    try:
-        init_ray(settings.namespace)
-    except ConnectionError:
-        raise ValueError("no Ray cluster runs here (set RAY_ADDRESS, or run `choreo deploy`)") from None
+def _joined(settings: Settings) -> Settings:
+    if not connect_ray(settings):
+        raise ValueError("no Ray cluster runs here (set RAY_ADDRESS, or run `choreo deploy`)")
     return settings
 
 
-def _join_ray(settings: Settings, start: bool, init_ray: Any) -> None:
+def _join_ray(settings: Settings, start: bool) -> None:
     """Join the cluster; with none running, start a local head that outlives this command."""
     import os
 
-    try:
-        init_ray(settings.namespace)
+    if connect_ray(settings):
         return
-    except ConnectionError as exc:
-        if os.environ.get("RAY_ADDRESS"):
-            raise ValueError(f"cannot join the Ray cluster at RAY_ADDRESS={os.environ['RAY_ADDRESS']}: {exc}") from None
-        if not start:
-            raise ValueError("no Ray cluster runs here; set RAY_ADDRESS or drop --no-start-ray") from None
+    if os.environ.get("RAY_ADDRESS"):
+        raise ValueError(f"cannot join the Ray cluster at RAY_ADDRESS={os.environ['RAY_ADDRESS']}")
+    if not start:
+        raise ValueError("no Ray cluster runs here; set RAY_ADDRESS or drop --no-start-ray")
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray_cli is None:
         raise ValueError("no `ray` command found to start a local Ray head")
@@ -128,4 +124,5 @@ def _join_ray(settings: Settings, start: bool, init_ray: Any) -> None:
         [ray_cli, "start", "--head", "--disable-usage-stats", "--include-dashboard=false"],
         check=True, capture_output=True,
     )  # fmt: skip
-    init_ray(settings.namespace)
+    if not connect_ray(settings):
+        raise ValueError("the local Ray head started but cannot be joined")

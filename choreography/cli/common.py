@@ -143,15 +143,10 @@ def confirm(yes: bool, question: str) -> None:
 
 def connect_ray(settings: Settings) -> bool:
     """Join the running Ray cluster ($RAY_ADDRESS or the local one). False when none runs."""
-    import os
+    from choreography.deployment import init_ray
 
-    import ray
-
-    if ray.is_initialized():
-        return True
     try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", namespace=settings.namespace,
-                 logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
+        init_ray(settings.namespace)
     except ConnectionError:
         return False
     return True
