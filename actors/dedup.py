@@ -157,6 +157,16 @@ class DedupStore:
             for index in self.indexes.values():
                 index.purge(now - self.window_s)
 
+    def release(self, partition: int) -> None:
+        """Partition `partition` moved to another shard: close its index (its new owner reads it,
+        when on this node, or rebuilds it from the topic)."""
+        self.indexes.pop(partition).close()
+
+    def absorb(self, other: DedupStore) -> None:
+        """Take over the indexes of partitions `other` caught up (a partition moved here)."""
+        self.indexes |= other.indexes
+        other.indexes = {}
+
     def size(self) -> int:
         return sum(index.size() for index in self.indexes.values())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,12 +46,14 @@ from events.log.kafka_io import (
     read_to_end,
     watermarks,
 )
+from events.log.owners import read_owners
 from events.log.topics import (
     commands_topic,
     dedup_topic,
     dlq_topic,
     events_topic,
     owned_partitions,
+    owners_topic,
     partition_for,
     snapshots_topic,
 )
@@ -139,6 +142,17 @@ class Batch:
 
 
 @dataclass
+class Prepared:
+    """A partition rehydrated beside the serving shard, ready to adopt."""
+
+    partition: int
+    producer: Producer
+    core: ShardCore
+    dedup: DedupStore
+    stats: RehydrationStats
+
+
+@dataclass
 class RehydrationStats:
     events: int = 0
     snapshots: int = 0
@@ -166,25 +180,47 @@ class Shard:
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.dedup_topic = dedup_topic(config.service, config.topic_prefix)
         self.stage = f"shard {config.name}"
-        state_dir = Path(config.state_dir) / config.namespace / f"{config.topic_prefix}{config.service}"
-        self.dedup = DedupStore(state_dir, config.owned, config.dedup_window_s)
-        stores = {p: PartitionStore(state_dir / f"aggregates-p{p}.sqlite3") for p in config.owned}
-        self.core = ShardCore(
-            aggregate, registry, config.owned, config.partitions, self.events_topic, stores, config.max_aggregates
-        )
+        self.state_dir = Path(config.state_dir) / config.namespace / f"{config.topic_prefix}{config.service}"
+        owned = self._owned_now()
+        self.dedup, self.core = self._partition_state(aggregate, owned)
         self.owned = self.core.owned
         self.command_consumer: Consumer | None = None
         self.parked_rejections: Counter[str] = Counter()
         """Rejected command-topic commands sent to the dead-letter topic, by rejection code."""
         self.dedup_stale = False
         self.reader: Consumer | None = None
-        self.producers = {p: Producer(producer_config(config.kafka, config.transactional_id(p))) for p in self.owned}
         # init_transactions fences every earlier writer of a partition and aborts its open
         # transaction; so do the legacy ids, whose producers are dropped right after.
-        legacy = [Producer(producer_config(config.kafka, t)) for t in config.legacy_transactional_ids]
-        with ThreadPoolExecutor(max_workers=8) as pool:  # the fencing round trips overlap
-            list(pool.map(lambda producer: producer.init_transactions(60), [*self.producers.values(), *legacy]))
+        self.producers = self._fence(owned)
+        self._fence([], config.legacy_transactional_ids)
         self.stats = self.rehydrate()
+
+    def _owned_now(self) -> list[int]:
+        """This shard's partitions in the current partition map (round-robin when there is none)."""
+        c = self.config
+        group = f"{c.namespace}-{c.service}-shard-{c.shard}-loader"
+        current = read_owners(c.kafka, owners_topic(c.topic_prefix), group).get(c.service)
+        if current is None or len(current.owners) != c.partitions:
+            return c.owned
+        return current.owned(c.shard)
+
+    def _partition_state(self, aggregate: Aggregate[Any], partitions: list[int]) -> tuple[DedupStore, ShardCore]:
+        """Dedup indexes and a core for `partitions`, on their local stores (not yet rehydrated)."""
+        c = self.config
+        stores = {p: PartitionStore(self.state_dir / f"aggregates-p{p}.sqlite3") for p in partitions}
+        topic = self.events_topic
+        core = ShardCore(aggregate, self.registry, partitions, c.partitions, topic, stores, c.max_aggregates)
+        return DedupStore(self.state_dir, partitions, c.dedup_window_s), core
+
+    def _fence(self, partitions: list[int], legacy: Sequence[str] = ()) -> dict[int, Producer]:
+        """Transactional producers of `partitions` (and of `legacy` ids, dropped at once), each
+        initialised: that fences every earlier writer under its id and aborts its open transaction."""
+        kafka = self.config.kafka
+        producers = {p: Producer(producer_config(kafka, self.config.transactional_id(p))) for p in partitions}
+        others = [Producer(producer_config(kafka, t)) for t in legacy]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # the fencing round trips overlap
+            list(pool.map(lambda producer: producer.init_transactions(60), [*producers.values(), *others]))
+        return producers
 
     # ---- rehydration -------------------------------------------------------------
 
@@ -192,7 +228,7 @@ class Shard:
         group = f"{self.config.namespace}-{self.config.service}-shard-{self.config.shard}-loader"
         return Consumer(consumer_config(self.config.kafka, group, **{"enable.partition.eof": True}))
 
-    def rehydrate(self) -> RehydrationStats:
+    def rehydrate(self, core: ShardCore | None = None, dedup: DedupStore | None = None) -> RehydrationStats:
         """Load snapshots and replay the event tail. Our own producers fenced their predecessors
         and had their transactions completed, so a transaction still open in one of our
         partitions is one the coordinator is still completing, or no longer tracks (a broker crash
@@ -200,10 +236,11 @@ class Shard:
         misses every event committed after it. Wait for it to end; if it does not, refuse the
         partition rather than decide on stale state. Never abort it: it may hold events a client
         was told are accepted."""
+        core, dedup = core or self.core, dedup or self.dedup
         deadline = time.monotonic() + self.config.held_back_wait_s
         while True:
             held_back: dict[tuple[str, int], tuple[int, int]] = {}
-            stats = self._rehydrate_once(held_back)
+            stats = self._rehydrate_once(core, dedup, held_back)
             if not held_back or time.monotonic() >= deadline:
                 break
             log.warning(
@@ -211,7 +248,7 @@ class Shard:
             )
             time.sleep(1.0)
         for (topic, p), (stable, high) in held_back.items():
-            self.core.break_partition(
+            core.break_partition(
                 p,
                 f"an open transaction holds back offsets {stable}..{high - 1} of {topic}[{p}] (one the broker no "
                 f"longer tracks); find and abort it with kafka-transactions.sh (find-hanging, abort --topic {topic} "
@@ -219,44 +256,89 @@ class Shard:
             )
         return stats
 
-    def _rehydrate_once(self, held_back: dict[tuple[str, int], tuple[int, int]]) -> RehydrationStats:
+    def _rehydrate_once(
+        self, core: ShardCore, dedup: DedupStore, held_back: dict[tuple[str, int], tuple[int, int]]
+    ) -> RehydrationStats:
         """One read of snapshots, event tail and dedup records; `held_back` collects the
         (topic, partition)s an open transaction kept it from reading to their end."""
         started = time.perf_counter()
         stats = RehydrationStats()
-        self.core.reset()
+        core.reset()
         consumer = self._consumer()
         try:
             held: dict[int, tuple[int, int]] = {}
-            self._forget_stale_stores(consumer)
-            snapshots = read_to_end(consumer, self.snapshots_topic, self.core.snapshot_starts(), held)
-            checkpoints, stats.snapshots = self.core.restore_snapshots(snapshots)
+            self._forget_stale_stores(consumer, core)
+            snapshots = read_to_end(consumer, self.snapshots_topic, core.snapshot_starts(), held)
+            checkpoints, stats.snapshots = core.restore_snapshots(snapshots)
             held_back |= {(self.snapshots_topic, p): where for p, where in held.items()}
             stats.from_checkpoint = {p: o for p, o in checkpoints.items() if o > 0}
-            starts = {p: checkpoints.get(p, 0) for p in self.owned}
+            starts = {p: checkpoints.get(p, 0) for p in core.owned}
             held = {}
             for msg in read_to_end(consumer, self.events_topic, starts, held):
-                self.core.replay(msg)
+                core.replay(msg)
                 stats.events += 1
             held_back |= {(self.events_topic, p): where for p, where in held.items()}
-            stats.dedup_caught_up = self.dedup.catch_up(read_to_end(consumer, self.dedup_topic, self.dedup.starts()))
+            stats.dedup_caught_up = dedup.catch_up(read_to_end(consumer, self.dedup_topic, dedup.starts()))
         finally:
             consumer.close()
         stats.seconds = time.perf_counter() - started
         log.info(
-            "%s rehydrated %d aggregates from %d snapshots + %d events in %.2fs",
-            self.config.name, len(self.core.entries), stats.snapshots, stats.events,
+            "%s rehydrated %d aggregates of partitions %s from %d snapshots + %d events in %.2fs",
+            self.config.name, len(core.entries), sorted(core.owned), stats.snapshots, stats.events,
             stats.seconds,
         )  # fmt: skip
         return stats
 
-    def _forget_stale_stores(self, consumer: Consumer) -> None:
+    def _forget_stale_stores(self, consumer: Consumer, core: ShardCore) -> None:
         """An aggregate store past the end of its topics belongs to topics since deleted."""
-        for p, store in self.core.stores.items():
+        for p, store in core.stores.items():
             ahead = store.snapshot_next > watermarks(consumer, self.snapshots_topic, p)[1]
             if ahead or (store.checkpoint or 0) > watermarks(consumer, self.events_topic, p)[1]:
                 log.warning("%s: the aggregate store of partition %d is stale; reading it afresh", self.config.name, p)
-                self.core.forget_store(p)
+                core.forget_store(p)
+
+    # ---- partition moves (live rescaling) ------------------------------------------
+
+    def release(self, p: int) -> None:
+        """Hand partition `p` over to another shard: snapshot it (so that its new owner replays no
+        tail), stop consuming its commands, and drop its state and its producer. Commands for it
+        are answered `wrong_shard` from now on; the client API retries them at the new owner."""
+        if p not in self.owned:
+            return
+        if p in self.core.snapshots_due(self.config.snapshot_every, force=True):
+            self._snapshot(p)
+        if self.command_consumer is not None and p not in self.broken:
+            self.command_consumer.incremental_unassign([TopicPartition(self.commands_topic, p)])
+        self.core.release(p)
+        self.dedup.release(p)
+        self.producers.pop(p).flush(10)
+        log.info("%s released partition %d", self.config.name, p)
+
+    def prepare(self, p: int) -> Prepared:
+        """Rehydrate partition `p`, moving here, beside the serving shard: fence its previous owner,
+        then load its snapshot, event tail and dedup records into state of its own. Touches nothing
+        the serving shard uses, so it needs no lock; `adopt` then merges it in."""
+        producers = self._fence([p])
+        dedup, core = self._partition_state(self.core.aggregate, [p])
+        try:
+            stats = self.rehydrate(core, dedup)
+        except BaseException:
+            dedup.close()
+            core.close()
+            raise
+        return Prepared(p, producers[p], core, dedup, stats)
+
+    def adopt(self, prepared: Prepared) -> None:
+        """Serve a partition `prepare` rehydrated: its commands are taken from now on."""
+        p = prepared.partition
+        self.core.absorb(prepared.core)
+        self.dedup.absorb(prepared.dedup)
+        self.producers[p] = prepared.producer
+        if self.command_consumer is not None and p not in self.broken:
+            group = f"{self.config.namespace}-{self.config.service}-shards"
+            tps = [TopicPartition(self.commands_topic, p)]
+            assign_committed(self.command_consumer, self.config.kafka, group, tps, incremental=True)
+        log.info("%s adopted partition %d (%.2fs to rehydrate)", self.config.name, p, prepared.stats.seconds)
 
     @property
     def entries(self) -> dict[str, Entry]:
@@ -584,28 +666,29 @@ class Shard:
     # ---- snapshots ---------------------------------------------------------------
 
     def _maybe_snapshot(self, force: bool = False) -> int:
-        written = 0
-        for p in self.core.snapshots_due(self.config.snapshot_every, force):
-            producer = self.producers[p]  # each partition's snapshot commits with its own producer
-            producer.begin_transaction()
-            records = self.core.snapshot_records(p)
-            delivered: dict[str, tuple[int, int] | KafkaError] = {}
-            for key, value in records[:-1]:
-                producer.produce(self.snapshots_topic, key=key, value=value, partition=p)
-            key, value = records[-1]  # the checkpoint: the aggregate store reads the topic on after it
-            producer.produce(
-                self.snapshots_topic, key=key, value=value, partition=p,
-                on_delivery=partial(_record_position, delivered, "checkpoint"),
-            )  # fmt: skip
-            self._flush(producer)
-            checkpoint = delivered["checkpoint"]
-            if isinstance(checkpoint, KafkaError):
-                raise KafkaException(checkpoint)
-            with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id(p)}", TXN_OP_S):
-                producer.commit_transaction(TXN_OP_S)
-            self.core.snapshotted(p, checkpoint[1] + 1)
-            written += len(records) - 1  # the checkpoint is not an aggregate
-        return written
+        return sum(self._snapshot(p) for p in self.core.snapshots_due(self.config.snapshot_every, force))
+
+    def _snapshot(self, p: int) -> int:
+        """Write partition `p`'s snapshot: its changed aggregates, then the checkpoint."""
+        producer = self.producers[p]  # each partition's snapshot commits with its own producer
+        producer.begin_transaction()
+        records = self.core.snapshot_records(p)
+        delivered: dict[str, tuple[int, int] | KafkaError] = {}
+        for key, value in records[:-1]:
+            producer.produce(self.snapshots_topic, key=key, value=value, partition=p)
+        key, value = records[-1]  # the checkpoint: the aggregate store reads the topic on after it
+        producer.produce(
+            self.snapshots_topic, key=key, value=value, partition=p,
+            on_delivery=partial(_record_position, delivered, "checkpoint"),
+        )  # fmt: skip
+        self._flush(producer)
+        checkpoint = delivered["checkpoint"]
+        if isinstance(checkpoint, KafkaError):
+            raise KafkaException(checkpoint)
+        with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id(p)}", TXN_OP_S):
+            producer.commit_transaction(TXN_OP_S)
+        self.core.snapshotted(p, checkpoint[1] + 1)
+        return len(records) - 1  # the checkpoint is not an aggregate
 
     def snapshot_now(self) -> int:
         return self._maybe_snapshot(force=True)

@@ -156,6 +156,32 @@ class ShardActor:
         self._publish_rejections(shard)
         return outcome
 
+    @ray.method(concurrency_group="moves")
+    def release(self, partition: int) -> None:
+        """Hand `partition` over to another shard (live rescaling): snapshot it and stop serving it."""
+        shard = self.shard
+        with self.lock:
+            shard.release(partition)
+
+    @ray.method(concurrency_group="moves")
+    def acquire(self, partition: int) -> float:
+        """Take `partition` over from its previous owner (which `release`d it, or died): rehydrate
+        it beside the partitions this shard serves, which go on serving meanwhile, then serve it.
+        Returns the seconds it took."""
+        started = time.monotonic()
+        shard = self.shard
+        if partition in shard.owned:
+            return 0.0
+        try:
+            prepared = shard.prepare(partition)
+        except KafkaException as exc:
+            raise ShardUnavailable(f"{self.config.name} could not take partition {partition} over: {exc}") from None
+        with self.lock:
+            shard.adopt(prepared)
+        self.detail = "; ".join(f"partition {p}: {why}" for p, why in sorted(shard.broken.items()))
+        self.phase = "degraded" if shard.broken else "serving"
+        return time.monotonic() - started
+
     def snapshot_now(self) -> int:
         shard = self.shard
         with self.lock:
@@ -190,6 +216,7 @@ class ShardActor:
                 "rehydrated_events": s.events,
                 "rehydrated_snapshots": s.snapshots,
                 "rehydration_s": s.seconds,
+                "partitions": sorted(shard.owned),
                 "next_offsets": dict(shard.next_offset),
                 "broken": dict(shard.broken),
                 "rejected": dict(shard.parked_rejections),
@@ -207,7 +234,9 @@ def _rejections_counter() -> Any:
     )
 
 
-RemoteShardActor = ray.remote(ShardActor)
+RemoteShardActor = ray.remote(concurrency_groups={"moves": 1})(ShardActor)  # type: ignore[call-overload]
+"""Partition moves run in a concurrency group of their own, so that a partition rehydrating here
+does not hold up the commands of the partitions already served."""
 
 
 def shard_actor_name(service: str, shard: int) -> str:

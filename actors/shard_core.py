@@ -378,6 +378,44 @@ class ShardCore:
         """Aggregates in the stores (evicted or snapshotted)."""
         return sum(store.size() for store in self.stores.values())
 
+    # ---- partition moves (live rescaling) -------------------------------------------
+
+    def release(self, p: int) -> None:
+        """Partition `p` moves to another shard: forget its aggregates, deadlines and bookkeeping,
+        and close its store. Snapshot it first, so that its new owner replays no tail."""
+        self.flush_spills()
+        for table in (self.entries, self.scheduled):
+            for agg_id in [a for a in table if self.partition_of(a) == p]:
+                del table[agg_id]  # a deadline left in the heap is skipped: it is no longer scheduled
+        self.owned.discard(p)
+        for per_partition in (self.next_offset, self.since_checkpoint, self.dirty, self.broken, self.unsaved):
+            per_partition.pop(p, None)
+        self.complete_due.discard(p)
+        self.stores.pop(p).close()
+
+    def absorb(self, other: ShardCore) -> None:
+        """Take over the partitions `other` rehydrated (moved here) with everything it holds."""
+        other.flush_spills()
+        for p in other.owned:
+            self.owned.add(p)
+            self.stores[p] = other.stores[p]
+            self.next_offset[p] = other.next_offset[p]
+            self.since_checkpoint[p] = other.since_checkpoint[p]
+            self.dirty[p] = other.dirty[p]
+            if p in other.broken:
+                self.broken[p] = other.broken[p]
+        self.complete_due |= other.complete_due
+        self.skipped += other.skipped
+        for agg_id, entry in other.entries.items():
+            self._hold(agg_id, entry)
+        for agg_id, due in other.scheduled.items():
+            self._schedule(agg_id, due)
+        for cid, stored in other.seen.items():
+            self.seen[cid] = stored
+            if len(self.seen) > SEEN_CAPACITY:
+                self.seen.popitem(last=False)
+        other.stores, other.owned = {}, set()
+
     def close(self) -> None:
         self.flush_spills()
         for store in self.stores.values():

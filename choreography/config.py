@@ -21,6 +21,7 @@ from choreography.domain import (
     resolve,
 )
 from choreography.policies import On, source_services
+from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC
 from events.registry import Registry
 from projections.base import Projection
 
@@ -202,6 +203,18 @@ class Settings(Strict):
             if t.name == name:
                 return t
         raise KeyError(name)
+
+    def all_topics(self) -> list[TopicSpec]:
+        """The declared topics, plus the runtime's own partition map (see events.log.owners),
+        replicated like the dead-letter topic unless cluster.yaml declares it."""
+        if any(t.name == OWNERS_TOPIC for t in self.topics):
+            return list(self.topics)
+        like = next((t for t in self.topics if t.name == DLQ_TOPIC), None)
+        config = {"cleanup.policy": "compact"}
+        if like is not None and "min.insync.replicas" in like.config:
+            config["min.insync.replicas"] = like.config["min.insync.replicas"]
+        rf = like.replication_factor if like is not None else 3
+        return [*self.topics, TopicSpec(name=OWNERS_TOPIC, partitions=1, replication_factor=rf, config=config)]
 
     def topic_name(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

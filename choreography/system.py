@@ -32,11 +32,13 @@ from choreography.errors import (
 from choreography.lag import LAG_MONITOR, LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, runner_actor_name, spawn_policy_runner
 from choreography.redrive import Redriven
+from choreography.rescale import Rescaled, rescale
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
+from events.log.owners import PartitionOwners, read_owners, write_owners
 from events.log.reader import read_topic
-from events.log.topics import DLQ_TOPIC, events_topic, partition_for, shard_for
+from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, events_topic, partition_for
 from projections.host import host_names, spawn_projection_hosts
 from projections.readonly import check_read_only
 from projections.sink import QueryResult
@@ -113,22 +115,28 @@ class System:
                 logging_level=logging.WARNING,
                 log_to_driver=os.environ.get("CHOREO_RAY_LOGS") == "1",
             )
-        if spawn and not detached and _deployed(settings.namespace):
+        if spawn and not detached and _running(DEPLOYMENT_RECORD, settings.namespace):
             # `choreo deploy` runs this namespace: attach to it, never start a second copy, and
             # leave it running on close.
             log.info("attaching to the deployment running in namespace %s", settings.namespace)
             self.detached, self.spawn, detached, create_topics = True, False, True, False
         if create_topics:
             ensure_topics(settings)
+        if self.spawn:
+            fresh = [s for s in settings.services if not _running(shard_actor_name(s, 0), settings.namespace)]
+            reset_owners(settings, fresh)
+        self.owners: dict[str, PartitionOwners] = {}
+        self.routes_read = 0.0
+        self.refresh_routes()
         self.shards: dict[str, list[Any]] = {
             service: [
                 self._actor(
                     shard_actor_name(service, i),
                     partial(spawn_shard, shard_config(settings, service, i), detached=detached),
                 )
-                for i in range(spec.shards)
+                for i in range(self.owners[service].shards)
             ]
-            for service, spec in settings.services.items()
+            for service in settings.services
         }
         self.policy_runners: dict[str, list[Any]] = {}
         if policies:
@@ -195,8 +203,33 @@ class System:
         return [*found, self.lag_monitor] if self.lag_monitor is not None else found
 
     def shard(self, service: str, aggregate_id: str) -> Any:
-        actors = self.shards[service]
-        return actors[shard_for(aggregate_id, len(actors), self.settings.partitions(service))]
+        """The shard actor serving `aggregate_id`, by the partition map last read."""
+        return self.shards[service][self._route(service, aggregate_id)]
+
+    def _route(self, service: str, aggregate_id: str) -> int:
+        return self.owners[service].owners[partition_for(aggregate_id, self.settings.partitions(service))]
+
+    def refresh_routes(self, min_interval: float = 0.0) -> dict[str, PartitionOwners]:
+        """Read the partition map again (a shard answered that a partition moved), and look up
+        the shards a rescale started since. Rereads at most once per `min_interval` seconds."""
+        if time.monotonic() - self.routes_read < min_interval:
+            return self.owners
+        s = self.settings
+        group = f"{s.namespace}-client-routes"
+        found = read_owners(s.kafka.client_config(), s.topic_name(OWNERS_TOPIC), group)
+        for service in s.services:
+            fallback = PartitionOwners.round_robin(s.services[service].shards, s.partitions(service))
+            self.owners[service] = found.get(service, fallback)
+        self.routes_read = time.monotonic()
+        for service, actors in getattr(self, "shards", {}).items():
+            for i in range(len(actors), self.owners[service].shards):
+                actors.append(self._actor(shard_actor_name(service, i), None))
+        return self.owners
+
+    def scale(self, service: str, shards: int, progress: Callable[[str], None] | None = None) -> Rescaled:
+        """Change `service`'s shard count while commands keep flowing, moving one partition at a
+        time (see choreography/rescale.py)."""
+        return rescale(self, service, shards, progress)
 
     # ---- commands ----------------------------------------------------------------
 
@@ -226,43 +259,70 @@ class System:
 
         A shard that dies mid-call is restarted by Ray and the call is retried; the shard
         deduplicates by command id, so each command takes effect exactly once."""
-        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for i, cmd in enumerate(commands):
+        for cmd in commands:
             if cmd.target not in self.shards:
                 raise ValueError(f"no service {cmd.target!r} for {cmd.type_name()}")
-            actors = self.shards[cmd.target]
-            idx = shard_for(cmd.aggregate_id, len(actors), self.settings.partitions(cmd.target))
-            groups[(cmd.target, idx)].append(i)
-        calls: list[tuple[list[int], str, int]] = []
-        for (service, idx), members in groups.items():
-            step = self.settings.services[service].batch_max
-            calls += [(members[start : start + step], service, idx) for start in range(0, len(members), step)]
         results: list[Outcome | None] = [None] * len(commands)
+        pending = list(range(len(commands)))
         deadline = time.monotonic() + timeout
-        while calls:
+        while pending:
+            calls = self._calls(commands, pending)
             refs = [
                 self.shards[service][idx].handle.remote([commands[i] for i in chunk]) for chunk, service, idx in calls
             ]
-            retry: list[tuple[list[int], str, int]] = []
-            for call, ref in zip(calls, refs, strict=True):
+            pending, moved = [], False
+            for (chunk, service, idx), ref in zip(calls, refs, strict=True):
                 try:
                     outcomes = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
                 except ShardUnavailable as exc:  # rehydrating, or its broker is unreachable: retried
                     if time.monotonic() >= deadline:
                         raise ShardUnavailable(f"{exc}; resubmit the same commands: they are deduplicated") from None
-                    retry.append(call)
+                    pending += chunk
                     continue
                 except (GetTimeoutError, RayActorError) as exc:
+                    # A shard a rescale stopped (the map moved its partitions away) is retried where
+                    # they went; any other silence is the caller's to retry.
+                    if isinstance(exc, GetTimeoutError) or not self._rerouted(service, idx, chunk, commands):
+                        raise ShardUnavailable(
+                            f"no answer from a shard within {timeout:.0f}s ({type(exc).__name__}); "
+                            "resubmit the same commands: they are deduplicated by command id"
+                        ) from exc
+                    pending += chunk
+                    continue
+                for i, outcome in zip(chunk, outcomes, strict=True):
+                    if isinstance(outcome, Rejected) and outcome.code == "wrong_shard":
+                        pending.append(i)  # its partition is moving: retried at its new owner
+                        moved = True
+                    else:
+                        results[i] = outcome
+            if pending:
+                if time.monotonic() >= deadline:
                     raise ShardUnavailable(
-                        f"no answer from a shard within {timeout:.0f}s ({type(exc).__name__}); "
-                        "resubmit the same commands: they are deduplicated by command id"
-                    ) from exc
-                for i, outcome in zip(call[0], outcomes, strict=True):
-                    results[i] = outcome
-            if retry:
-                time.sleep(0.2)
-            calls = retry
+                        f"{len(pending)} commands found no shard serving their partition within {timeout:.0f}s "
+                        "(a partition move that did not finish); resubmit them: they are deduplicated"
+                    )
+                if moved:
+                    self.refresh_routes(min_interval=0.05)
+                time.sleep(0.02 if moved else 0.2)
+                pending.sort()
         return [r for r in results if r is not None]
+
+    def _calls(self, commands: Sequence[Command], indices: list[int]) -> list[tuple[list[int], str, int]]:
+        """Group commands by the shard serving them, in batches of at most the service's batch_max."""
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for i in indices:
+            cmd = commands[i]
+            groups[(cmd.target, self._route(cmd.target, cmd.aggregate_id))].append(i)
+        calls: list[tuple[list[int], str, int]] = []
+        for (service, idx), members in groups.items():
+            step = self.settings.services[service].batch_max
+            calls += [(members[start : start + step], service, idx) for start in range(0, len(members), step)]
+        return calls
+
+    def _rerouted(self, service: str, idx: int, chunk: list[int], commands: Sequence[Command]) -> bool:
+        """Whether the partition map, read again, sends any of `chunk` away from shard `idx`."""
+        self.refresh_routes()
+        return any(self._route(service, commands[i].aggregate_id) != idx for i in chunk)
 
     # ---- the write side's reads ----------------------------------------------------
 
@@ -412,9 +472,17 @@ DEPLOYMENT_RECORD = "choreo-deployment"
 """The detached actor in which `choreo deploy` records a deployment's settings."""
 
 
-def _deployed(namespace: str) -> bool:
+def reset_owners(settings: Settings, services: Iterable[str]) -> None:
+    """Start `services` afresh on the round-robin partition map of their declared shard counts
+    (before spawning their shards; no shard of theirs runs)."""
+    for service in services:
+        owners = PartitionOwners.round_robin(settings.services[service].shards, settings.partitions(service))
+        write_owners(settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC), service, owners)
+
+
+def _running(actor: str, namespace: str) -> bool:
     try:
-        ray.get_actor(DEPLOYMENT_RECORD, namespace=namespace)
+        ray.get_actor(actor, namespace=namespace)
     except ValueError:
         return False
     return True

@@ -45,7 +45,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     brokers = broker_count(admin, timeout)
     metadata = admin.list_topics(timeout=timeout).topics
     existing = set(metadata)
-    named = [t.model_copy(update={"name": settings.topic_name(t.name)}) for t in settings.topics]
+    named = [t.model_copy(update={"name": settings.topic_name(t.name)}) for t in settings.all_topics()]
     mismatched = [
         f"topic {t.name} has {len(metadata[t.name].partitions)} partitions but cluster.yaml declares {t.partitions}"
         for t in named

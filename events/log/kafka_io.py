@@ -176,8 +176,11 @@ def position(msg: Message) -> tuple[int, int]:
     return p, offset
 
 
-def assign_committed(consumer: Consumer, kafka: dict[str, str], group: str, partitions: list[TopicPartition]) -> None:
-    """Assign `partitions` at the group's last *stable* committed offsets (the beginning where none).
+def assign_committed(
+    consumer: Consumer, kafka: dict[str, str], group: str, partitions: list[TopicPartition], incremental: bool = False
+) -> None:
+    """Assign `partitions` at the group's last *stable* committed offsets (the beginning where none);
+    `incremental` adds them to the current assignment instead of replacing it.
 
     Call it after `init_transactions` of every producer that commits offsets for these partitions:
     that aborted whatever transaction of theirs was open, so no offset commit of ours is pending.
@@ -185,7 +188,8 @@ def assign_committed(consumer: Consumer, kafka: dict[str, str], group: str, part
     coordinator can report an offset commit of a transaction it no longer knows as pending for
     minutes (UNSTABLE_OFFSET_COMMIT); librdkafka then waits, and consumes nothing meanwhile."""
     if not partitions:
-        consumer.assign([])
+        if not incremental:
+            consumer.assign([])
         return
     admin = AdminClient({**kafka, "log_level": 0})
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(tp.topic, tp.partition) for tp in partitions])]
@@ -203,9 +207,11 @@ def assign_committed(consumer: Consumer, kafka: dict[str, str], group: str, part
             time.sleep(0.5)
     committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
     starts = [committed.get((tp.topic, tp.partition), -1) for tp in partitions]
-    consumer.assign(
-        [
-            TopicPartition(tp.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING)
-            for tp, start in zip(partitions, starts, strict=True)
-        ]
-    )
+    assignment = [
+        TopicPartition(tp.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING)
+        for tp, start in zip(partitions, starts, strict=True)
+    ]
+    if incremental:
+        consumer.incremental_assign(assignment)
+    else:
+        consumer.assign(assignment)

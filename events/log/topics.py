@@ -28,6 +28,14 @@ def dlq_topic(prefix: str = "") -> str:
     return f"{prefix}{DLQ_TOPIC}"
 
 
+OWNERS_TOPIC = "choreo-partition-owners"
+"""Compacted, keyed by service: which shard owns each partition (see events.log.owners)."""
+
+
+def owners_topic(prefix: str = "") -> str:
+    return f"{prefix}{OWNERS_TOPIC}"
+
+
 def partition_for(key: str, partitions: int) -> int:
     """Stable partition of an aggregate id. Producers set it explicitly so routing never drifts."""
     return zlib.crc32(key.encode()) % partitions

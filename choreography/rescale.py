@@ -1,0 +1,117 @@
+"""Live rescaling: change a service's shard count while commands keep flowing.
+
+Partitions move one at a time, each in three steps:
+1. the partition map (events.log.owners) names the new owner, so clients route there;
+2. the old owner snapshots the partition, stops taking its commands and drops its producer;
+3. the new owner fences the partition's transactional id (any zombie of the old owner), rehydrates
+   it beside the partitions it serves, and serves it.
+Only the moving partition pauses: a command for it that reaches either shard meanwhile is answered
+`wrong_shard`, and the client API retries it at the map's owner. A shard that Ray restarts in the
+middle reads the map as it stands. Scaling up starts the new shards (owning nothing) first;
+scaling down stops the emptied ones last."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from actors.shard_actor import shard_actor_name, spawn_shard
+from choreography.config import Settings
+from events.log.owners import PartitionOwners, write_owners
+from events.log.topics import OWNERS_TOPIC
+
+if TYPE_CHECKING:
+    from choreography.system import System
+
+
+@dataclass
+class Move:
+    partition: int
+    source: int
+    target: int
+    paused_s: float
+    """From the map naming the new owner to the new owner serving: the longest any command of
+    this partition could wait."""
+    rehydrate_s: float
+
+
+@dataclass
+class Rescaled:
+    service: str
+    before: int
+    after: int
+    seconds: float = 0.0
+    moves: list[Move] = field(default_factory=list)
+
+    @property
+    def longest_pause_s(self) -> float:
+        return max((m.paused_s for m in self.moves), default=0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service, "before": self.before, "after": self.after, "seconds": self.seconds,
+            "longest_pause_s": self.longest_pause_s, "moves": [m.__dict__ for m in self.moves],
+        }  # fmt: skip
+
+
+def scaled_settings(settings: Settings, service: str, shards: int) -> Settings:
+    spec = settings.services[service].model_copy(update={"shards": shards})
+    return settings.model_copy(update={"services": {**settings.services, service: spec}})
+
+
+def rescale(system: System, service: str, shards: int, progress: Callable[[str], None] | None = None) -> Rescaled:
+    """Move `service` to `shards` shards, one partition at a time (see the module docstring)."""
+    from choreography.system import DEPLOYMENT_RECORD, shard_config
+
+    say = progress or (lambda what: None)
+    settings = system.settings
+    if service not in settings.services:
+        raise ValueError(f"unknown service {service!r}; known: {sorted(settings.services)}")
+    partitions = settings.partitions(service)
+    if not 1 <= shards <= partitions:
+        raise ValueError(f"{service} can run 1 to {partitions} shards (one per partition at most), not {shards}")
+    started = time.monotonic()
+    current = system.refresh_routes()[service]
+    report = Rescaled(service, current.shards, shards)
+    if current.shards == shards and current == PartitionOwners.round_robin(shards, partitions, current.epoch):
+        return report
+    kafka, topic = settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC)
+    if current.epoch == 0:  # a map no one wrote yet: record it before new shards read it
+        write_owners(kafka, topic, service, current)
+    target = scaled_settings(settings, service, shards)
+    actors = system.shards[service]
+    for i in range(len(actors), shards):
+        say(f"starting {shard_actor_name(service, i)}")
+        actors.append(spawn_shard(shard_config(target, service, i), detached=system.detached))
+    ray.get([a.ready.remote() for a in actors[current.shards :]])
+    goal = PartitionOwners.round_robin(shards, partitions)
+    owners = current
+    for p in range(partitions):
+        source, dest = owners.owners[p], goal.owners[p]
+        if source == dest:
+            continue
+        say(f"moving partition {p}: shard {source} -> shard {dest}")
+        begun = time.monotonic()
+        owners = owners.moved(p, dest)
+        write_owners(kafka, topic, service, owners)
+        system.owners[service] = owners
+        ray.get(actors[source].release.remote(p))
+        rehydrate_s = ray.get(actors[dest].acquire.remote(p))
+        report.moves.append(Move(p, source, dest, time.monotonic() - begun, rehydrate_s))
+    final = PartitionOwners(shards, goal.owners, owners.epoch + 1)
+    write_owners(kafka, topic, service, final)
+    system.owners[service] = final
+    for actor in actors[shards:]:
+        say("stopping an emptied shard")
+        ray.get(actor.stop.remote())
+        ray.kill(actor, no_restart=True)
+    del actors[shards:]
+    system.settings = target
+    if system.detached:  # a deployment: attaching drivers and `choreo status` see the new count
+        ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(target))
+    report.seconds = time.monotonic() - started
+    return report
