@@ -1,6 +1,6 @@
 """Run the whole benchmark suite and write bench/results/<date>.json plus a markdown table.
 
-python -m bench            # e2e, rehydration, scaling curve, projections, dedup, soak (~25 minutes)
+python -m bench            # e2e, rehydration, scaling curve, projections, dedup, soak, rescale (~30 minutes)
 python -m bench --quick    # smaller sizes, for a first look
 """
 
@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import dedup, e2e, projections, rehydration, scaling, soak
+from bench import dedup, e2e, projections, rehydration, rescale, scaling, soak
 from bench.common import RESULTS, console, machine
 
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     results["projections"] = projections.main(["--orders", "10000" if q else "50000"])
     results["dedup"] = dedup.main(["--orders", "20000" if q else "100000"])
     results["soak"] = soak.main(["--orders", "50000" if q else "200000"])
+    results["rescale"] = rescale.main(["--preload", "5000" if q else "20000", "--phase", "10" if q else "20"])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -69,6 +70,12 @@ def markdown(r: dict[str, Any]) -> str:
         f"| soak: RSS growth of one order shard to the last mark, passivated (max_aggregates "
         f"{k['budget']:,}) | {k['rss_growth_mb']['passivated']:,.0f} MB | unbounded: "
         f"{k['rss_growth_mb']['unbounded']:,.0f} MB | restart last/first {k['restart_ratio_last_to_first']:.2f}x |"
+    )
+    m = r["rescale"]
+    lines.append(
+        f"| live rescale 2 -> 4 -> 2 shards under load: slowest client call | {m['longest_call_live_s']:.2f} s | "
+        f"stop-the-world rescale: {m['longest_call_stop_the_world_s']:.2f} s | "
+        f"{m['ratio_live_to_stop_the_world']:.2f} |"
     )
     for point in r["scaling"]:
         lines.append(

@@ -22,6 +22,7 @@ from choreography.config import Settings
 from choreography.errors import NotDeployed
 from choreography.lag import LAG_MONITOR, consumer_lag, policy_group, projection_group, shard_group
 from choreography.policy_runner import runner_actor_name
+from choreography.rescale import Rescaled
 from choreography.system import DEPLOYMENT_RECORD, System
 from choreography.topology import ensure_topics
 from events.log.topics import owned_partitions
@@ -71,6 +72,7 @@ def deploy(settings: Settings, progress: Progress | None = None, timeout: float 
     check_redeploy(settings)
     say(0, 1, "topics")
     ensure_topics(settings)
+    rescale_running(settings, lambda what: say(0, 1, what))
     options = actor_options(RECORD, settings.namespace, True, settings.python_path, max_restarts=-1)
     record = RemoteRecord.options(**options).remote(settings)
     ray.get(record.put.remote(settings))
@@ -80,24 +82,39 @@ def deploy(settings: Settings, progress: Progress | None = None, timeout: float 
 
 
 def check_redeploy(settings: Settings) -> None:
-    """Refuse to redeploy with other actor counts: running actors keep their partitions, so new
-    ones beside them would own the same partitions under another count and fence each other."""
+    """Refuse to redeploy with other policy-runner counts: running runners keep their partitions,
+    so new ones beside them would consume the same partitions. (Shard counts are rescaled live.)"""
     try:
         running = deployed_settings(settings.namespace)
     except NotDeployed:
         return
     changed = [
-        f"{service}.{field} {getattr(running.services[service], field)} -> {getattr(spec, field)}"
+        f"{service}.policy_runners {running.services[service].policy_runners} -> {spec.policy_runners}"
         for service, spec in settings.services.items()
-        if service in running.services
-        for field in ("shards", "policy_runners")
-        if getattr(running.services[service], field) != getattr(spec, field)
+        if service in running.services and running.services[service].policy_runners != spec.policy_runners
     ]
     if changed:
         raise ValueError(
             f"the deployment in namespace {settings.namespace!r} runs other actor counts ({', '.join(changed)}); "
             "changing them in place is not supported yet: run `choreo down`, then `choreo deploy` (state is kept)"
         )
+
+
+def rescale_running(settings: Settings, say: Callable[[str], None]) -> list[Rescaled]:
+    """Bring the shard counts of a running deployment to `settings`, live (choreography.rescale)."""
+    try:
+        running = deployed_settings(settings.namespace)
+    except NotDeployed:
+        return []
+    changed = {
+        service: spec.shards
+        for service, spec in settings.services.items()
+        if service in running.services and running.services[service].shards != spec.shards
+    }
+    if not changed:
+        return []
+    system = System(running, detached=True, create_topics=False, wait=False, spawn=False)
+    return [system.scale(service, shards, say) for service, shards in changed.items()]
 
 
 def wait_deployed(system: System, say: Progress, timeout: float) -> None:
@@ -266,6 +283,8 @@ def _merge(status: ActorStatus, info: dict[str, Any]) -> None:
         status.phase = str(info.get("phase", ""))
         status.detail = str(info.get("detail") or "")
         status.aggregates = info.get("aggregates")
+        if isinstance(info.get("partitions"), list):  # as served: a rescale may be moving them
+            status.partitions = info["partitions"]
     status.rss_mb = info.get("rss_mb") if isinstance(info.get("rss_mb"), float) else status.rss_mb
 
 

@@ -105,13 +105,27 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
     final = PartitionOwners(shards, goal.owners, owners.epoch + 1)
     write_owners(kafka, topic, service, final)
     system.owners[service] = final
-    for actor in actors[shards:]:
-        say("stopping an emptied shard")
-        ray.get(actor.stop.remote())
-        ray.kill(actor, no_restart=True)
+    for i in range(shards, len(actors)):
+        say(f"stopping {shard_actor_name(service, i)}, emptied")
+        stop_shard(actors[i], shard_actor_name(service, i), settings.namespace)
     del actors[shards:]
     system.settings = target
     if system.detached:  # a deployment: attaching drivers and `choreo status` see the new count
         ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(target))
     report.seconds = time.monotonic() - started
     return report
+
+
+def stop_shard(actor: Any, name: str, namespace: str, timeout: float = 60) -> None:
+    """Stop a shard cleanly and kill it, then wait until Ray has released its name, so that a
+    later rescale can start a shard under that name again."""
+    ray.get(actor.stop.remote(), timeout=timeout)
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"Ray did not release the actor name {name} within {timeout:.0f}s")

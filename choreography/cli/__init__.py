@@ -65,10 +65,14 @@ def main(argv: list[str] | None = None) -> None:
 def use_ray_token() -> None:
     """`ray start --head` turns on token authentication and writes the token to
     ~/.ray/auth_token, but a driver only sends it with RAY_AUTH_MODE=token, read when Ray is
-    imported: with that file present and RAY_AUTH_MODE unset, set it before Ray loads."""
+    imported: with that file present and RAY_AUTH_MODE unset, set it before Ray loads. Once Ray
+    is loaded (the CLI called in-process) it is too late, and the variable would only reach the
+    processes Ray starts, which would then refuse this driver."""
     import os
     from pathlib import Path
 
+    if "ray" in sys.modules:
+        return
     if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
         os.environ["RAY_AUTH_MODE"] = "token"
 

@@ -60,8 +60,8 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     why), restarts, consumer lag, aggregates in memory and memory used."""
     from choreography.deployment import deployed_settings
 
-    settings = _joined(settings_for(config))
-    deployed_settings(settings.namespace)  # NotDeployed when nothing runs there
+    # As deployed: `choreo scale` may have changed counts since the file was written.
+    settings = deployed_settings(_joined(settings_for(config)).namespace)  # NotDeployed when none runs
     if as_json:
         from choreography.deployment import status as actor_status
 
@@ -71,14 +71,45 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def scale(
+    service: Annotated[str, typer.Argument(help="The service to rescale, as named in the cluster file.")],
+    shards: Annotated[int, typer.Option("--shards", min=1, help="The new shard count (at most the partition count).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a deployed service's shard count while commands keep flowing. Partitions move one
+    at a time: only the moving one pauses, and commands for it are retried at its new owner.
+    `choreo deploy` with another count in the cluster file does the same."""
+    from choreography.deployment import attach
+
+    settings = _joined(settings_for(config))
+    system = attach(settings.namespace)
+    if as_json:
+        print(json.dumps(system.scale(service, shards).as_dict(), indent=2))
+        return
+    with progress_bar() as bar:
+        task = bar.add_task(f"rescaling {service}", total=None)
+        report = system.scale(service, shards, lambda what: bar.update(task, description=what))
+    rows = [(m.partition, m.source, m.target, f"{m.paused_s:.2f}", f"{m.rehydrate_s:.2f}") for m in report.moves]
+    print_table(
+        f"{service}: {report.before} -> {report.after} shards",
+        ["partition", "from", "to", "paused s", "rehydrate s"],
+        rows,
+    )
+    console.print(
+        f"[green]{service} runs {report.after} shards[/] ({len(report.moves)} partitions moved in "
+        f"{report.seconds:.1f}s; longest pause {report.longest_pause_s:.2f}s)"
+    )
+
+
+@app.command()
 def down(config: ConfigOpt = None) -> None:
     """Drain and stop the deployment: each actor finishes its batch and commits, then stops.
     Topics, snapshots and analytics stay; `choreo deploy` brings it back with its state."""
     from choreography.deployment import deployed_settings
     from choreography.deployment import down as stop_all
 
-    settings = _joined(settings_for(config))
-    deployed_settings(settings.namespace)
+    settings = deployed_settings(_joined(settings_for(config)).namespace)
     stopped = stop_all(settings, lambda line: console.print(f"  {line}"))
     console.print(f"[green]stopped[/] {len(stopped)} actors of namespace [bold]{settings.namespace}[/]")
 

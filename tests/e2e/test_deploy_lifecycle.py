@@ -142,15 +142,27 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     assert all(row["state"] == "ALIVE" and row["restarts"] == 0 for row in after.values()), after
     assert {n: r["pid"] for n, r in after.items()} == {n: r["pid"] for n, r in actors.items()}
 
-    # Redeploying unchanged keeps every actor; other shard counts are refused, not half-applied.
+    # Redeploying unchanged keeps every actor; another shard count is applied live, another
+    # policy-runner count is refused, not half-applied.
     choreo(ray_head, cluster_file, "deploy")
     assert {n: r["pid"] for n, r in status(ray_head, cluster_file).items()} == {n: r["pid"] for n, r in after.items()}
-    rescaled = cluster_file.with_name("rescaled.yaml")
     doc = yaml.safe_load(cluster_file.read_text())
-    doc["metadata"]["services"]["order"]["shards"] = 2
+    doc["metadata"]["services"]["inventory"]["shards"] = 2
+    rescaled = cluster_file.with_name("rescaled.yaml")
+    rescaled.write_text(yaml.safe_dump(doc))
+    choreo(ray_head, rescaled, "deploy")
+    two = status(ray_head, cluster_file)  # the file says 1 shard: status shows what runs
+    assert (two["inventory-shard-0"]["partitions"], two["inventory-shard-1"]["partitions"]) == ([0, 2], [1, 3])
+    assert two["inventory-shard-0"]["pid"] == after["inventory-shard-0"]["pid"], "rescaled live, not restarted"
+    assert driver(ray_head, namespace, sku, 1) == {"added": 16, "version": 4}
+    doc["metadata"]["services"]["order"]["policy_runners"] = 2
     rescaled.write_text(yaml.safe_dump(doc))
     refused = choreo(ray_head, rescaled, "deploy", check=False)
-    assert refused.returncode == 1 and "order.shards 1 -> 2" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 1 and "order.policy_runners 1 -> 2" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    back = json.loads(choreo(ray_head, cluster_file, "scale", "inventory", "--shards", "1", "--json").stdout)
+    assert (back["before"], back["after"], len(back["moves"])) == (2, 1, 2)
+    assert "inventory-shard-1" not in status(ray_head, cluster_file)
 
     stopped = choreo(ray_head, cluster_file, "down")
     assert f"stopped {len(actors)} actors" in stopped.stdout
@@ -158,5 +170,5 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     assert gone.returncode == 1 and "no Choreo deployment" in gone.stderr and "Traceback" not in gone.stderr
 
     choreo(ray_head, cluster_file, "deploy")
-    assert driver(ray_head, namespace, sku, 0) == {"added": 15, "version": 3}, "state intact after down and deploy"
+    assert driver(ray_head, namespace, sku, 0) == {"added": 16, "version": 4}, "state intact after down and deploy"
     choreo(ray_head, cluster_file, "down")
