@@ -96,7 +96,8 @@ class ShardActor:
 
     def _loop(self) -> None:
         shard = self.shard
-        consumer = shard.open_command_stream()
+        with self.lock:  # a partition adopted meanwhile must be in the assignment, or added to it
+            consumer = shard.open_command_stream()
         metadata = consumer.consumer_group_metadata()
         next_check = 0.0
         try:

@@ -33,7 +33,8 @@ from choreography.policies import run_policies
 from events.base import Command
 from events.log.dlq import DeadLetter, LetterMessage, dead_letter_from, send_dead_letter
 from events.log.kafka_io import consumer_config, partitions_of, producer_config, read_to_end
-from events.log.topics import DLQ_TOPIC, commands_topic, partition_for, shard_for
+from events.log.owners import PartitionOwners, read_owners
+from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, commands_topic, partition_for
 
 REDRIVEN_TOPIC = "choreo-redriven"
 KINDS = ("policy", "shard", "projection")
@@ -266,15 +267,24 @@ class Deployment:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started: list[Any] = []
+        self.owners: dict[str, PartitionOwners] = {}
 
     def shard(self, service: str, aggregate_id: str) -> Any:
         from actors.shard_actor import actor_name, spawn_shard
+        from choreography.rescale import scaled_settings
         from choreography.system import shard_config
 
         if service not in self.settings.services:
             raise ValueError(f"no service {service!r} in the cluster file")
-        idx = shard_for(aggregate_id, self.settings.services[service].shards, self.settings.partitions(service))
-        config = shard_config(self.settings, service, idx)
+        if service not in self.owners:  # the shards a rescale left, where the map puts them
+            s = self.settings
+            found = read_owners(s.kafka.client_config(), s.topic_name(OWNERS_TOPIC), f"{s.namespace}-client-routes")
+            self.owners[service] = found.get(service) or PartitionOwners.round_robin(
+                s.services[service].shards, s.partitions(service)
+            )
+        owners = self.owners[service]
+        idx = owners.owners[partition_for(aggregate_id, self.settings.partitions(service))]
+        config = shard_config(scaled_settings(self.settings, service, owners.shards), service, idx)
         return self._get(actor_name(config), lambda: spawn_shard(config))
 
     def host(self, projection: str) -> Any:

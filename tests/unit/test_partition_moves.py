@@ -23,7 +23,8 @@ def summary(outcomes: list[object]) -> list[object]:
     """Outcomes to compare: a duplicate answered from an aggregate's recent ids (after a move, as
     after a restart) carries no events; the shard's durable dedup index answers those with them."""
     return [
-        ("duplicate",) if getattr(o, "duplicate", False) else s for o, s in zip(outcomes, outcome_summary(outcomes), strict=True)
+        ("duplicate",) if getattr(o, "duplicate", False) else s
+        for o, s in zip(outcomes, outcome_summary(outcomes), strict=True)
     ]
 
 
