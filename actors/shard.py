@@ -37,6 +37,7 @@ from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from events.log.kafka_io import (
     TXN_OP_S,
     assign_committed,
+    committed_starts,
     consumer_config,
     data_messages,
     is_abortable,
@@ -150,6 +151,8 @@ class Prepared:
     core: ShardCore
     dedup: DedupStore
     stats: RehydrationStats
+    commands_at: list[TopicPartition]
+    """Where its commands resume: the offset the previous owner committed last."""
 
 
 @dataclass
@@ -322,11 +325,15 @@ class Shard:
         dedup, core = self._partition_state(self.core.aggregate, [p])
         try:
             stats = self.rehydrate(core, dedup)
+            # After the fencing: the old owner's last offset commit is final.
+            commands_at = committed_starts(
+                self.config.kafka, self.commands_group, [TopicPartition(self.commands_topic, p)]
+            )
         except BaseException:
             dedup.close()
             core.close()
             raise
-        return Prepared(p, producers[p], core, dedup, stats)
+        return Prepared(p, producers[p], core, dedup, stats, commands_at)
 
     def adopt(self, prepared: Prepared) -> None:
         """Serve a partition `prepare` rehydrated: its commands are taken from now on."""
@@ -335,9 +342,7 @@ class Shard:
         self.dedup.absorb(prepared.dedup)
         self.producers[p] = prepared.producer
         if self.command_consumer is not None and p not in self.broken:
-            group = f"{self.config.namespace}-{self.config.service}-shards"
-            tps = [TopicPartition(self.commands_topic, p)]
-            assign_committed(self.command_consumer, self.config.kafka, group, tps, incremental=True)
+            self.command_consumer.incremental_assign(prepared.commands_at)
         log.info("%s adopted partition %d (%.2fs to rehydrate)", self.config.name, p, prepared.stats.seconds)
 
     @property
@@ -620,9 +625,14 @@ class Shard:
 
     # ---- commands from the command topic (sent by policies) -------------------------
 
+    @property
+    def commands_group(self) -> str:
+        """The consumer group whose offsets record what the service's shards consumed."""
+        return f"{self.config.namespace}-{self.config.service}-shards"
+
     def open_command_stream(self) -> Consumer:
         """Assign this shard's command partitions at their committed offsets."""
-        group = f"{self.config.namespace}-{self.config.service}-shards"
+        group = self.commands_group
         consumer = Consumer(consumer_config(self.config.kafka, group))
         # A broken partition's commands stay in the topic until the partition can be served.
         served = sorted(self.owned - set(self.broken))

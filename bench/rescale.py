@@ -26,6 +26,7 @@ from typing import Any
 
 import ray
 
+from actors.outcomes import ShardUnavailable
 from actors.shard_actor import shard_actor_name, spawn_shard
 from bench.common import bench_settings, console, report
 from choreography.rescale import scaled_settings, stop_shard
@@ -43,6 +44,8 @@ class Load:
         self.calls: list[tuple[float, float]] = []
         self.placed = 0
         self.errors: list[BaseException] = []
+        self.resubmits: list[float] = []
+        """When a call failed with ShardUnavailable and was resubmitted (the caller saw an error)."""
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._drive, daemon=True)
         self.thread.start()
@@ -51,21 +54,27 @@ class Load:
         while not self.stop.is_set():
             batch = [order(f"{self.run}-{i}") for i in range(self.placed, self.placed + CALL)]
             started = time.monotonic()
-            try:
-                outcomes = self.system.submit_many(batch, timeout=300)
-            except BaseException as exc:  # reported, not raised in the thread
-                self.errors.append(exc)
-                return
+            while True:
+                try:
+                    outcomes = self.system.submit_many(batch, timeout=300)
+                    break
+                except ShardUnavailable:  # a stopped shard (stop-the-world): resubmit, as a caller would
+                    self.resubmits.append(time.monotonic())
+                    time.sleep(0.1)
+                except BaseException as exc:  # reported, not raised in the thread
+                    self.errors.append(exc)
+                    return
             self.calls.append((started, time.monotonic() - started))
             assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:2]
             self.placed += CALL
 
     def window(self, since: float, until: float) -> dict[str, float]:
         latencies = sorted(d for t, d in self.calls if since <= t < until)
+        errors = sum(since <= t < until for t in self.resubmits)
         if not latencies:
-            return {"calls": 0, "max_call_s": 0.0, "p99_call_s": 0.0}
+            return {"calls": 0, "max_call_s": 0.0, "p99_call_s": 0.0, "caller_errors": errors}
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        return {"calls": len(latencies), "max_call_s": latencies[-1], "p99_call_s": p99}
+        return {"calls": len(latencies), "max_call_s": latencies[-1], "p99_call_s": p99, "caller_errors": errors}
 
 
 def order(oid: str) -> PlaceOrder:

@@ -21,8 +21,7 @@ import ray
 
 from actors.shard_actor import shard_actor_name, spawn_shard
 from choreography.config import Settings
-from events.log.owners import PartitionOwners, write_owners
-from events.log.topics import OWNERS_TOPIC
+from events.log.owners import PartitionOwners
 
 if TYPE_CHECKING:
     from choreography.system import System
@@ -79,9 +78,9 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
     report = Rescaled(service, current.shards, shards)
     if current.shards == shards and current == PartitionOwners.round_robin(shards, partitions, current.epoch):
         return report
-    kafka, topic = settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC)
-    if current.epoch == 0:  # a map no one wrote yet: record it before new shards read it
-        write_owners(kafka, topic, service, current)
+    # Recorded before new shards read it (a map no one wrote yet is round-robin); the write also
+    # readies the producer that each move then writes with.
+    system.owners_log.write(service, current)
     target = scaled_settings(settings, service, shards)
     actors = system.shards[service]
     for i in range(len(actors), shards):
@@ -97,13 +96,13 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
         say(f"moving partition {p}: shard {source} -> shard {dest}")
         begun = time.monotonic()
         owners = owners.moved(p, dest)
-        write_owners(kafka, topic, service, owners)
+        system.owners_log.write(service, owners)
         system.owners[service] = owners
         ray.get(actors[source].release.remote(p))
         rehydrate_s = ray.get(actors[dest].acquire.remote(p))
         report.moves.append(Move(p, source, dest, time.monotonic() - begun, rehydrate_s))
     final = PartitionOwners(shards, goal.owners, owners.epoch + 1)
-    write_owners(kafka, topic, service, final)
+    system.owners_log.write(service, final)
     system.owners[service] = final
     for i in range(shards, len(actors)):
         say(f"stopping {shard_actor_name(service, i)}, emptied")

@@ -36,7 +36,7 @@ from choreography.rescale import Rescaled, rescale
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
-from events.log.owners import PartitionOwners, read_owners, write_owners
+from events.log.owners import OwnersLog, PartitionOwners, write_owners
 from events.log.reader import read_topic
 from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, events_topic, partition_for
 from projections.host import host_names, spawn_projection_hosts
@@ -126,6 +126,9 @@ class System:
             fresh = [s for s in settings.services if not _running(shard_actor_name(s, 0), settings.namespace)]
             reset_owners(settings, fresh)
         self.owners: dict[str, PartitionOwners] = {}
+        self.owners_log = OwnersLog(
+            settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC), f"{settings.namespace}-client-routes"
+        )
         self.routes_read = 0.0
         self.refresh_routes()
         self.shards: dict[str, list[Any]] = {
@@ -215,8 +218,7 @@ class System:
         if time.monotonic() - self.routes_read < min_interval:
             return self.owners
         s = self.settings
-        group = f"{s.namespace}-client-routes"
-        found = read_owners(s.kafka.client_config(), s.topic_name(OWNERS_TOPIC), group)
+        found = self.owners_log.read()
         for service in s.services:
             fallback = PartitionOwners.round_robin(s.services[service].shards, s.partitions(service))
             self.owners[service] = found.get(service, fallback)
@@ -457,6 +459,7 @@ class System:
     def close(self) -> None:
         """Stop cleanly. Actors of a non-detached system are ended; detached ones keep running
         untouched (`choreo down` stops a deployment)."""
+        self.owners_log.close()
         if self.detached:
             return
         for host in self._hosts():

@@ -121,8 +121,9 @@ def read_to_end(
         return
     consumer.assign(assignment)
     while todo:
-        # A short timeout: consume() waits it out whenever fewer messages than asked are left.
-        for msg in consumer.consume(num_messages=10_000, timeout=0.1):
+        # A short timeout: consume() waits it out whenever fewer messages than asked are left
+        # (at the end of a partition), and a fetch there waits fetch.wait.max.ms (50) anyway.
+        for msg in consumer.consume(num_messages=10_000, timeout=0.05):
             err = msg.error()
             if err is None:
                 yield msg
@@ -176,11 +177,13 @@ def position(msg: Message) -> tuple[int, int]:
     return p, offset
 
 
-def assign_committed(
-    consumer: Consumer, kafka: dict[str, str], group: str, partitions: list[TopicPartition], incremental: bool = False
-) -> None:
-    """Assign `partitions` at the group's last *stable* committed offsets (the beginning where none);
-    `incremental` adds them to the current assignment instead of replacing it.
+def assign_committed(consumer: Consumer, kafka: dict[str, str], group: str, partitions: list[TopicPartition]) -> None:
+    """Assign `partitions` at the group's last *stable* committed offsets (see `committed_starts`)."""
+    consumer.assign(committed_starts(kafka, group, partitions))
+
+
+def committed_starts(kafka: dict[str, str], group: str, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """`partitions` at the group's last *stable* committed offsets (the beginning where none).
 
     Call it after `init_transactions` of every producer that commits offsets for these partitions:
     that aborted whatever transaction of theirs was open, so no offset commit of ours is pending.
@@ -188,9 +191,7 @@ def assign_committed(
     coordinator can report an offset commit of a transaction it no longer knows as pending for
     minutes (UNSTABLE_OFFSET_COMMIT); librdkafka then waits, and consumes nothing meanwhile."""
     if not partitions:
-        if not incremental:
-            consumer.assign([])
-        return
+        return []
     admin = AdminClient({**kafka, "log_level": 0})
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(tp.topic, tp.partition) for tp in partitions])]
     deadline = time.monotonic() + 30
@@ -207,11 +208,7 @@ def assign_committed(
             time.sleep(0.5)
     committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
     starts = [committed.get((tp.topic, tp.partition), -1) for tp in partitions]
-    assignment = [
+    return [
         TopicPartition(tp.topic, tp.partition, start if start >= 0 else OFFSET_BEGINNING)
         for tp, start in zip(partitions, starts, strict=True)
     ]
-    if incremental:
-        consumer.incremental_assign(assignment)
-    else:
-        consumer.assign(assignment)

@@ -48,33 +48,66 @@ class PartitionOwners:
         return cls(int(doc["shards"]), tuple(int(o) for o in doc["owners"]), int(doc["epoch"]))
 
 
-def read_owners(kafka: dict[str, str], topic: str, group: str) -> dict[str, PartitionOwners]:
-    """The current partition map of every service that has one (none when the topic is missing)."""
-    consumer = Consumer(consumer_config(kafka, group, **{"enable.partition.eof": True}))
-    found: dict[str, PartitionOwners] = {}
-    try:
-        for p in partitions_of(consumer, topic):
-            for msg in read_to_end(consumer, topic, {p: 0}):
+class OwnersLog:
+    """Reads and writes the partition maps in `topic`, keeping its Kafka clients between calls
+    (a client rereads the map whenever a shard says a partition moved)."""
+
+    def __init__(self, kafka: dict[str, str], topic: str, group: str) -> None:
+        self.kafka, self.topic, self.group = kafka, topic, group
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    def read(self) -> dict[str, PartitionOwners]:
+        """The current partition map of every service that has one (none when the topic is missing)."""
+        if self._consumer is None:
+            self._consumer = Consumer(consumer_config(self.kafka, self.group, **{"enable.partition.eof": True}))
+        found: dict[str, PartitionOwners] = {}
+        for p in partitions_of(self._consumer, self.topic):
+            for msg in read_to_end(self._consumer, self.topic, {p: 0}):
                 key, value = msg.key(), msg.value()
                 if key is None or value is None:
                     continue
                 record = PartitionOwners.decode(value)
                 if record.epoch >= found.get(key.decode(), record).epoch:
                     found[key.decode()] = record
+        return found
+
+    def write(self, service: str, owners: PartitionOwners) -> None:
+        """Record `service`'s partition map; returns once the broker has it (acks=all)."""
+        if self._producer is None:
+            self._producer = Producer(producer_config(self.kafka))
+        errors: list[KafkaError] = []
+        self._producer.produce(
+            self.topic, key=service.encode(), value=owners.encode(), partition=0,
+            on_delivery=lambda err, _msg: errors.append(err) if err is not None else None,
+        )  # fmt: skip
+        if self._producer.flush(30):
+            raise TimeoutError(f"the partition map of {service} was not written to {self.topic} within 30s")
+        if errors:
+            raise KafkaException(errors[0])
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+
+
+def read_owners(kafka: dict[str, str], topic: str, group: str) -> dict[str, PartitionOwners]:
+    """The current partition maps, read once."""
+    log = OwnersLog(kafka, topic, group)
+    try:
+        return log.read()
     finally:
-        consumer.close()
-    return found
+        log.close()
 
 
 def write_owners(kafka: dict[str, str], topic: str, service: str, owners: PartitionOwners) -> None:
-    """Record `service`'s partition map; returns once the broker has it (acks=all)."""
-    errors: list[KafkaError] = []
-    producer = Producer(producer_config(kafka))
-    producer.produce(
-        topic, key=service.encode(), value=owners.encode(), partition=0,
-        on_delivery=lambda err, _msg: errors.append(err) if err is not None else None,
-    )  # fmt: skip
-    if producer.flush(30):
-        raise TimeoutError(f"the partition map of {service} was not written to {topic} within 30s")
-    if errors:
-        raise KafkaException(errors[0])
+    """Record one partition map, once."""
+    log = OwnersLog(kafka, topic, "")
+    try:
+        log.write(service, owners)
+    finally:
+        log.close()
