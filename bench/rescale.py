@@ -29,7 +29,7 @@ import ray
 from actors.outcomes import ShardUnavailable
 from actors.shard_actor import shard_actor_name, spawn_shard
 from bench.common import bench_settings, console, report
-from choreography.rescale import scaled_settings, stop_shard
+from choreography.rescale import scaled_settings, stop_actor
 from choreography.system import System, reset_owners, shard_config
 from shop.messages.orders import OrderLine, PlaceOrder
 
@@ -87,7 +87,7 @@ def stop_the_world(system: System, shards: int) -> float:
     """Stop every order shard, then start `shards` under the new count; seconds until all serve."""
     started = time.monotonic()
     for i, actor in enumerate(system.shards["order"]):
-        stop_shard(actor, shard_actor_name("order", i), system.settings.namespace)
+        stop_actor(actor, shard_actor_name("order", i), system.settings.namespace)
     target = scaled_settings(system.settings, "order", shards)
     reset_owners(target, ["order"])
     fresh = [spawn_shard(shard_config(target, "order", i)) for i in range(shards)]

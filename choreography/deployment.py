@@ -22,7 +22,6 @@ from choreography.config import Settings
 from choreography.errors import NotDeployed
 from choreography.lag import LAG_MONITOR, consumer_lag, policy_group, projection_group, shard_group
 from choreography.policy_runner import runner_actor_name
-from choreography.rescale import Rescaled
 from choreography.system import DEPLOYMENT_RECORD, System
 from choreography.topology import ensure_topics
 from events.log.topics import owned_partitions
@@ -69,7 +68,6 @@ def deploy(settings: Settings, progress: Progress | None = None, timeout: float 
     """Create or validate the topics, start every actor that does not run yet (healthy ones stay),
     record the settings, and wait until every shard serves and every consumer caught up."""
     say = progress or (lambda done, total, what: None)
-    check_redeploy(settings)
     say(0, 1, "topics")
     ensure_topics(settings)
     rescale_running(settings, lambda what: say(0, 1, what))
@@ -81,40 +79,29 @@ def deploy(settings: Settings, progress: Progress | None = None, timeout: float 
     return system
 
 
-def check_redeploy(settings: Settings) -> None:
-    """Refuse to redeploy with other policy-runner counts: running runners keep their partitions,
-    so new ones beside them would consume the same partitions. (Shard counts are rescaled live.)"""
-    try:
-        running = deployed_settings(settings.namespace)
-    except NotDeployed:
-        return
-    changed = [
-        f"{service}.policy_runners {running.services[service].policy_runners} -> {spec.policy_runners}"
-        for service, spec in settings.services.items()
-        if service in running.services and running.services[service].policy_runners != spec.policy_runners
-    ]
-    if changed:
-        raise ValueError(
-            f"the deployment in namespace {settings.namespace!r} runs other actor counts ({', '.join(changed)}); "
-            "changing them in place is not supported yet: run `choreo down`, then `choreo deploy` (state is kept)"
-        )
-
-
-def rescale_running(settings: Settings, say: Callable[[str], None]) -> list[Rescaled]:
-    """Bring the shard counts of a running deployment to `settings`, live (choreography.rescale)."""
+def rescale_running(settings: Settings, say: Callable[[str], None]) -> list[str]:
+    """Bring the shard and policy-runner counts of a running deployment to `settings`
+    (choreography.rescale: shards move live, one partition at a time). Returns what changed."""
     try:
         running = deployed_settings(settings.namespace)
     except NotDeployed:
         return []
-    changed = {
-        service: spec.shards
+    changes = [
+        (service, field, getattr(running.services[service], field), getattr(spec, field))
         for service, spec in settings.services.items()
-        if service in running.services and running.services[service].shards != spec.shards
-    }
-    if not changed:
+        if service in running.services
+        for field in ("shards", "policy_runners")
+        if getattr(running.services[service], field) != getattr(spec, field)
+    ]
+    if not changes:
         return []
     system = System(running, detached=True, create_topics=False, wait=False, spawn=False)
-    return [system.scale(service, shards, say) for service, shards in changed.items()]
+    for service, what, _, count in changes:
+        if what == "shards":
+            system.scale(service, count, say)
+        else:
+            system.scale_runners(service, count, say)
+    return [f"{service}.{field} {before} -> {after}" for service, field, before, after in changes]
 
 
 def wait_deployed(system: System, say: Progress, timeout: float) -> None:

@@ -57,9 +57,49 @@ class Rescaled:
         }  # fmt: skip
 
 
-def scaled_settings(settings: Settings, service: str, shards: int) -> Settings:
-    spec = settings.services[service].model_copy(update={"shards": shards})
+def scaled_settings(
+    settings: Settings, service: str, shards: int | None = None, runners: int | None = None
+) -> Settings:
+    spec = settings.services[service]
+    spec = spec.model_copy(update={"shards": spec.shards if shards is None else shards})
+    spec = spec.model_copy(update={"policy_runners": spec.policy_runners if runners is None else runners})
     return settings.model_copy(update={"services": {**settings.services, service: spec}})
+
+
+def known(settings: Settings, service: str) -> None:
+    if service not in settings.services:
+        raise ValueError(f"unknown service {service!r}; known: {sorted(settings.services)}")
+
+
+def rescale_runners(system: System, service: str, runners: int, progress: Callable[[str], None] | None = None) -> float:
+    """Run `service`'s policies on `runners` runners. Runners split the source partitions by their
+    count, so they are not moved one at a time: every runner of the service finishes its batch,
+    commits and stops, then the new set starts at the committed offsets. The service's reactions
+    pause meanwhile (the seconds returned); nothing is lost or handled twice, and the other
+    services, and clients, go on. The new runners' transactional ids fence any old one left."""
+    from choreography.policy_runner import runner_actor_name, spawn_policy_runner
+    from choreography.system import DEPLOYMENT_RECORD, runner_config
+
+    say = progress or (lambda what: None)
+    settings = system.settings
+    known(settings, service)
+    if not settings.services[service].policies:
+        raise ValueError(f"{service} declares no policies, so it runs no policy runners")
+    if not 0 <= runners <= 64:
+        raise ValueError(f"{service} can run 0 to 64 policy runners, not {runners}")
+    started = time.monotonic()
+    for i, actor in enumerate(system.policy_runners.get(service, [])):
+        say(f"stopping {runner_actor_name(service, i)}")
+        stop_actor(actor, runner_actor_name(service, i), settings.namespace)
+    target = scaled_settings(settings, service, runners=runners)
+    say(f"starting {runners} policy runners of {service}")
+    fresh = [spawn_policy_runner(runner_config(target, service, i), detached=system.detached) for i in range(runners)]
+    ray.get([a.__ray_ready__.remote() for a in fresh])
+    system.policy_runners[service] = fresh
+    system.settings = target
+    if system.detached:
+        ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(target))
+    return time.monotonic() - started
 
 
 def rescale(system: System, service: str, shards: int, progress: Callable[[str], None] | None = None) -> Rescaled:
@@ -68,8 +108,7 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
 
     say = progress or (lambda what: None)
     settings = system.settings
-    if service not in settings.services:
-        raise ValueError(f"unknown service {service!r}; known: {sorted(settings.services)}")
+    known(settings, service)
     partitions = settings.partitions(service)
     if not 1 <= shards <= partitions:
         raise ValueError(f"{service} can run 1 to {partitions} shards (one per partition at most), not {shards}")
@@ -106,17 +145,17 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
     system.owners[service] = final
     for i in range(shards, len(actors)):
         say(f"stopping {shard_actor_name(service, i)}, emptied")
-        stop_shard(actors[i], shard_actor_name(service, i), settings.namespace)
+        stop_actor(actors[i], shard_actor_name(service, i), settings.namespace)
     del actors[shards:]
-    system.settings = target
+    system.settings = scaled_settings(system.settings, service, shards=shards)
     if system.detached:  # a deployment: attaching drivers and `choreo status` see the new count
-        ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(target))
+        ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(system.settings))
     report.seconds = time.monotonic() - started
     return report
 
 
-def stop_shard(actor: Any, name: str, namespace: str, timeout: float = 60) -> None:
-    """Stop a shard cleanly and kill it, then wait until Ray has released its name, so that a
+def stop_actor(actor: Any, name: str, namespace: str, timeout: float = 60) -> None:
+    """Stop a shard or policy runner cleanly and kill it, then wait until Ray has released its name, so that a
     later rescale can start a shard under that name again."""
     ray.get(actor.stop.remote(), timeout=timeout)
     ray.kill(actor, no_restart=True)

@@ -32,7 +32,7 @@ from choreography.errors import (
 from choreography.lag import LAG_MONITOR, LagRow, consumer_lag, spawn_lag_monitor
 from choreography.policy_runner import RunnerConfig, runner_actor_name, spawn_policy_runner
 from choreography.redrive import Redriven
-from choreography.rescale import Rescaled, rescale
+from choreography.rescale import Rescaled, rescale, rescale_runners
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
@@ -232,6 +232,11 @@ class System:
         """Change `service`'s shard count while commands keep flowing, moving one partition at a
         time (see choreography/rescale.py)."""
         return rescale(self, service, shards, progress)
+
+    def scale_runners(self, service: str, runners: int, progress: Callable[[str], None] | None = None) -> float:
+        """Run `service`'s policies on `runners` runners; returns the seconds its reactions paused
+        (see choreography/rescale.py)."""
+        return rescale_runners(self, service, runners, progress)
 
     # ---- commands ----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,33 +74,45 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def scale(
     service: Annotated[str, typer.Argument(help="The service to rescale, as named in the cluster file.")],
-    shards: Annotated[int, typer.Option("--shards", min=1, help="The new shard count (at most the partition count).")],
+    shards: Annotated[
+        int | None, typer.Option("--shards", min=1, help="New shard count (1 to the partition count), moved live.")
+    ] = None,
+    runners: Annotated[
+        int | None, typer.Option("--runners", min=0, help="New policy-runner count (restarts the service's runners).")
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a deployed service's shard count while commands keep flowing. Partitions move one
-    at a time: only the moving one pauses, and commands for it are retried at its new owner.
-    `choreo deploy` with another count in the cluster file does the same."""
+    """Change a deployed service's shard or policy-runner count while commands keep flowing.
+    Shards: partitions move one at a time; only the moving one pauses, and commands for it are
+    retried at its new owner. Runners: they stop after committing, and the new set starts where
+    they left off. `choreo deploy` with other counts in the cluster file does the same."""
     from choreography.deployment import attach
 
-    settings = _joined(settings_for(config))
-    system = attach(settings.namespace)
+    if shards is None and runners is None:
+        raise ValueError("say what to change: --shards N, --runners N, or both")
+    system = attach(_joined(settings_for(config)).namespace)
     if as_json:
-        print(json.dumps(system.scale(service, shards).as_dict(), indent=2))
+        print(json.dumps(_rescale(system, service, shards, runners, lambda _: None), indent=2))
         return
     with progress_bar() as bar:
         task = bar.add_task(f"rescaling {service}", total=None)
-        report = system.scale(service, shards, lambda what: bar.update(task, description=what))
-    rows = [(m.partition, m.source, m.target, f"{m.paused_s:.2f}", f"{m.rehydrate_s:.2f}") for m in report.moves]
-    print_table(
-        f"{service}: {report.before} -> {report.after} shards",
-        ["partition", "from", "to", "paused s", "rehydrate s"],
-        rows,
-    )
-    console.print(
-        f"[green]{service} runs {report.after} shards[/] ({len(report.moves)} partitions moved in "
-        f"{report.seconds:.1f}s; longest pause {report.longest_pause_s:.2f}s)"
-    )
+        done = _rescale(system, service, shards, runners, lambda what: bar.update(task, description=what))
+    if "shards" in done:
+        report = done["shards"]
+        rows = [(m["partition"], m["source"], m["target"], f"{m['paused_s']:.2f}") for m in report["moves"]]
+        print_table(
+            f"{service}: {report['before']} -> {report['after']} shards", ["partition", "from", "to", "paused s"], rows
+        )
+        console.print(
+            f"[green]{service} runs {report['after']} shards[/] ({len(rows)} partitions moved in "
+            f"{report['seconds']:.1f}s; longest pause {report['longest_pause_s']:.2f}s)"
+        )
+    if "runners" in done:
+        console.print(
+            f"[green]{service} runs {runners} policy runners[/] (its reactions paused "
+            f"{done['runners']['paused_s']:.1f}s)"
+        )
 
 
 @app.command()
@@ -112,6 +125,17 @@ def down(config: ConfigOpt = None) -> None:
     settings = deployed_settings(_joined(settings_for(config)).namespace)
     stopped = stop_all(settings, lambda line: console.print(f"  {line}"))
     console.print(f"[green]stopped[/] {len(stopped)} actors of namespace [bold]{settings.namespace}[/]")
+
+
+def _rescale(
+    system: Any, service: str, shards: int | None, runners: int | None, say: Callable[[str], None]
+) -> dict[str, Any]:
+    done: dict[str, Any] = {"service": service}
+    if shards is not None:
+        done["shards"] = system.scale(service, shards, say).as_dict()
+    if runners is not None:
+        done["runners"] = {"after": runners, "paused_s": system.scale_runners(service, runners, say)}
+    return done
 
 
 def _print_status(settings: Settings) -> None:

@@ -142,8 +142,8 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     assert all(row["state"] == "ALIVE" and row["restarts"] == 0 for row in after.values()), after
     assert {n: r["pid"] for n, r in after.items()} == {n: r["pid"] for n, r in actors.items()}
 
-    # Redeploying unchanged keeps every actor; another shard count is applied live, another
-    # policy-runner count is refused, not half-applied.
+    # Redeploying unchanged keeps every actor; another shard count is applied live, and so is
+    # `choreo scale` (shards and policy runners).
     choreo(ray_head, cluster_file, "deploy")
     assert {n: r["pid"] for n, r in status(ray_head, cluster_file).items()} == {n: r["pid"] for n, r in after.items()}
     doc = yaml.safe_load(cluster_file.read_text())
@@ -155,17 +155,19 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     assert (two["inventory-shard-0"]["partitions"], two["inventory-shard-1"]["partitions"]) == ([0, 2], [1, 3])
     assert two["inventory-shard-0"]["pid"] == after["inventory-shard-0"]["pid"], "rescaled live, not restarted"
     assert driver(ray_head, namespace, sku, 1) == {"added": 16, "version": 4}
-    doc["metadata"]["services"]["order"]["policy_runners"] = 2
-    rescaled.write_text(yaml.safe_dump(doc))
-    refused = choreo(ray_head, rescaled, "deploy", check=False)
-    assert refused.returncode == 1 and "order.policy_runners 1 -> 2" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    back = json.loads(choreo(ray_head, cluster_file, "scale", "inventory", "--shards", "1", "--json").stdout)
+    back = json.loads(
+        choreo(ray_head, cluster_file, "scale", "inventory", "--shards", "1", "--runners", "2", "--json").stdout
+    )["shards"]
     assert (back["before"], back["after"], len(back["moves"])) == (2, 1, 2)
-    assert "inventory-shard-1" not in status(ray_head, cluster_file)
+    one = status(ray_head, cluster_file)
+    assert "inventory-shard-1" not in one and one["policy-inventory-1"]["state"] == "ALIVE"
+    assert one["inventory-shard-0"]["partitions"] == [0, 1, 2, 3]
+    unknown = choreo(ray_head, cluster_file, "scale", "nowhere", "--shards", "2", check=False)
+    assert unknown.returncode == 1 and "unknown service 'nowhere'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
 
     stopped = choreo(ray_head, cluster_file, "down")
-    assert f"stopped {len(actors)} actors" in stopped.stdout
+    assert f"stopped {len(actors) + 1} actors" in stopped.stdout, "with the policy runner `scale` added"
     gone = choreo(ray_head, cluster_file, "status", check=False)
     assert gone.returncode == 1 and "no Choreo deployment" in gone.stderr and "Traceback" not in gone.stderr
 

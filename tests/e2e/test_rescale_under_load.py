@@ -1,5 +1,5 @@
-"""Live rescaling under load: order and inventory shards go 2 -> 4 -> 1 while orders flow through
-the whole choreography. Partitions move one at a time; commands that reach a moving partition are
+"""Live rescaling under load: order and inventory shards go 2 -> 4 -> 1, then the inventory policy
+runners 1 -> 2, while orders flow through the whole choreography. Partitions move one at a time; commands that reach a moving partition are
 retried inside the client API, so no caller sees an error, and once the load settles every
 invariant holds, from the log and in ClickHouse."""
 
@@ -65,8 +65,14 @@ def test_scaling_order_and_inventory_2_4_1_under_load_keeps_every_invariant(
             report = system.scale(service, shards)
             steps.append({**report.as_dict(), "orders_during": len(orders) - during})
             assert len(system.shards[service]) == shards
+    paused = system.scale_runners("inventory", 2)  # its reactions pause; the load goes on
+    assert len(system.policy_runners["inventory"]) == 2
+    before = len(orders)
+    while len(orders) < before + 100 and driver.is_alive():
+        time.sleep(0.1)
     stop.set()
     driver.join(timeout=120)
+    print(f"inventory policy runners 1 -> 2: reactions paused {paused:.2f}s")
     print("\nrescale:", json.dumps([{k: v for k, v in s.items() if k != "moves"} for s in steps]))
     assert errors == [], "no caller sees an error"
     assert refused == [], "no order is refused"
