@@ -89,7 +89,7 @@ def stop_the_world(system: System, shards: int) -> float:
     for i, actor in enumerate(system.shards["order"]):
         stop_actor(actor, shard_actor_name("order", i), system.settings.namespace)
     target = scaled_settings(system.settings, "order", shards)
-    reset_owners(target, ["order"])
+    reset_owners(target, ["order"], system.owners_log)
     fresh = [spawn_shard(shard_config(target, "order", i)) for i in range(shards)]
     ray.get([a.ready.remote() for a in fresh])
     system.shards["order"], system.settings = fresh, target

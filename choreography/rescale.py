@@ -115,13 +115,14 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
     started = time.monotonic()
     current = system.refresh_routes()[service]
     report = Rescaled(service, current.shards, shards)
+    actors = system.shards[service]
+    reconcile(actors, current, say)
     if current.shards == shards and current == PartitionOwners.round_robin(shards, partitions, current.epoch):
         return report
     # Recorded before new shards read it (a map no one wrote yet is round-robin); the write also
     # readies the producer that each move then writes with.
     system.owners_log.write(service, current)
     target = scaled_settings(settings, service, shards)
-    actors = system.shards[service]
     for i in range(len(actors), shards):
         say(f"starting {shard_actor_name(service, i)}")
         actors.append(spawn_shard(shard_config(target, service, i), detached=system.detached))
@@ -152,6 +153,21 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
         ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(system.settings))
     report.seconds = time.monotonic() - started
     return report
+
+
+def reconcile(actors: list[Any], owners: PartitionOwners, say: Callable[[str], None]) -> None:
+    """Make every shard serve exactly the partitions the map gives it. A rescale cut short (its
+    driver died mid-move) can leave a partition released and not yet adopted, or not yet released."""
+    served = [set(info.get("partitions", ())) for info in ray.get([a.ready.remote() for a in actors])]
+    for i, partitions in enumerate(served):
+        for p in sorted(partitions):
+            if owners.owners[p] != i:
+                say(f"shard {i} releases partition {p}, which the map gives shard {owners.owners[p]}")
+                ray.get(actors[i].release.remote(p))
+    missing = [(p, owner) for p, owner in enumerate(owners.owners) if p not in served[owner]]
+    for p, owner in missing:
+        say(f"shard {owner} takes partition {p} over, as the map says")
+    ray.get([actors[owner].acquire.remote(p) for p, owner in missing])
 
 
 def stop_actor(actor: Any, name: str, namespace: str, timeout: float = 60) -> None:

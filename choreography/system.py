@@ -36,7 +36,7 @@ from choreography.rescale import Rescaled, rescale, rescale_runners
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
-from events.log.owners import OwnersLog, PartitionOwners, write_owners
+from events.log.owners import OwnersLog, PartitionOwners
 from events.log.reader import read_topic
 from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, events_topic, partition_for
 from projections.host import host_names, spawn_projection_hosts
@@ -122,13 +122,13 @@ class System:
             self.detached, self.spawn, detached, create_topics = True, False, True, False
         if create_topics:
             ensure_topics(settings)
-        if self.spawn:
-            fresh = [s for s in settings.services if not _running(shard_actor_name(s, 0), settings.namespace)]
-            reset_owners(settings, fresh)
         self.owners: dict[str, PartitionOwners] = {}
         self.owners_log = OwnersLog(
             settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC), f"{settings.namespace}-client-routes"
         )
+        if self.spawn:
+            fresh = [s for s in settings.services if not _running(shard_actor_name(s, 0), settings.namespace)]
+            reset_owners(settings, fresh, self.owners_log)
         self.routes_read = 0.0
         self.refresh_routes()
         self.shards: dict[str, list[Any]] = {
@@ -480,12 +480,13 @@ DEPLOYMENT_RECORD = "choreo-deployment"
 """The detached actor in which `choreo deploy` records a deployment's settings."""
 
 
-def reset_owners(settings: Settings, services: Iterable[str]) -> None:
+def reset_owners(settings: Settings, services: Iterable[str], owners_log: OwnersLog) -> None:
     """Start `services` afresh on the round-robin partition map of their declared shard counts
     (before spawning their shards; no shard of theirs runs)."""
     for service in services:
-        owners = PartitionOwners.round_robin(settings.services[service].shards, settings.partitions(service))
-        write_owners(settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC), service, owners)
+        owners_log.write(
+            service, PartitionOwners.round_robin(settings.services[service].shards, settings.partitions(service))
+        )
 
 
 def _running(actor: str, namespace: str) -> bool:

@@ -103,11 +103,3 @@ def read_owners(kafka: dict[str, str], topic: str, group: str) -> dict[str, Part
     finally:
         log.close()
 
-
-def write_owners(kafka: dict[str, str], topic: str, service: str, owners: PartitionOwners) -> None:
-    """Record one partition map, once."""
-    log = OwnersLog(kafka, topic, "")
-    try:
-        log.write(service, owners)
-    finally:
-        log.close()
