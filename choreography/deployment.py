@@ -7,11 +7,14 @@ namespace: that is how a driver inside the cluster attaches by name alone."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -35,11 +38,13 @@ Progress = Callable[[int, int, str], None]
 
 
 class DeploymentRecord:
-    """Holds the deployed settings, so that drivers can attach by namespace alone."""
+    """Holds the deployed settings, so that drivers can attach by namespace alone, and the
+    fingerprint of the code the actors run, so that a redeploy knows when it changed."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.deployed_at = time.time()
+        self.code = ""
 
     def get(self) -> tuple[Settings, float]:
         return self.settings, self.deployed_at
@@ -47,6 +52,12 @@ class DeploymentRecord:
     def put(self, settings: Settings) -> None:
         self.settings = settings
         self.deployed_at = time.time()
+
+    def code_fingerprint(self) -> str:
+        return self.code
+
+    def put_code(self, fingerprint: str) -> None:
+        self.code = fingerprint
 
 
 RemoteRecord: Any = ray.remote(DeploymentRecord)
@@ -74,9 +85,68 @@ def deploy(settings: Settings, progress: Progress | None = None, timeout: float 
     options = actor_options(RECORD, settings.namespace, True, settings.python_path, max_restarts=-1)
     record = RemoteRecord.options(**options).remote(settings)
     ray.get(record.put.remote(settings))
+    code, deployed_code = code_fingerprint(settings), ray.get(record.code_fingerprint.remote())
     system = System(settings, detached=True, create_topics=False, wait=False)
+    if deployed_code and deployed_code != code:
+        rolling_restart(settings, say, timeout)
     wait_deployed(system, say, timeout)
+    ray.get(record.put_code.remote(code))
     return system
+
+
+def code_fingerprint(settings: Settings) -> str:
+    """A hash of the code a deployment runs: Choreo's packages and every package the cluster file
+    declares code from, as this machine has them (`ray up` installs the same on every node)."""
+    declared = [s.aggregate for s in settings.services.values()] + [s.messages for s in settings.services.values()]
+    declared += [s.policies for s in settings.services.values() if s.policies]
+    declared += [p.projection for p in settings.projections.values()] + (
+        [settings.workload] if settings.workload else []
+    )
+    packages = sorted(
+        {"actors", "events", "choreography", "projections"} | {path.split(".")[0].split(":")[0] for path in declared}
+    )
+    digest = hashlib.sha256()
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None:
+            continue
+        roots = [Path(root) for root in spec.submodule_search_locations or []]
+        if roots:
+            files = sorted((f.relative_to(root).as_posix(), f) for root in roots for f in root.rglob("*.py"))
+        else:
+            files = [(package, Path(spec.origin))] if spec.origin else []
+        for name, path in files:
+            digest.update(f"{package}/{name}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def rolling_restart(settings: Settings, say: Progress, timeout: float) -> list[str]:
+    """Restart the deployment's actors one at a time, so that each runs the code now installed:
+    Ray starts each again in a fresh process, where it rehydrates (a shard) or resumes from its
+    committed offsets. Commands for a restarting shard wait, or are retried inside the client
+    API; the others go on. Returns the actors restarted."""
+    expected = [a for a in _expected(settings) if a.role not in ("deployment",)]
+    restarted: list[str] = []
+    for done, status in enumerate(expected):
+        try:
+            handle = ray.get_actor(status.name, namespace=settings.namespace)
+        except ValueError:
+            continue  # not running: it starts with the new code anyway
+        say(done, len(expected), f"upgrading {status.name}")
+        before = int(_ray_entry(handle).get("NumRestarts") or 0)
+        ray.kill(handle, no_restart=False)
+        deadline = time.monotonic() + timeout
+        while int(_ray_entry(handle).get("NumRestarts") or 0) == before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray did not restart {status.name} within {timeout:.0f}s")
+            time.sleep(0.2)
+        if status.role == "shard":
+            ray.get(handle.ready.remote(timeout), timeout=timeout)
+        else:
+            ray.get(handle.__ray_ready__.remote(), timeout=timeout)
+        restarted.append(status.name)
+    return restarted
 
 
 def rescale_running(settings: Settings, say: Callable[[str], None]) -> list[str]:
@@ -117,10 +187,15 @@ def wait_deployed(system: System, say: Progress, timeout: float) -> None:
             pending.pop(ref)
         say(total - len(pending), total, "shards rehydrated")
     ray.get([a.__ray_ready__.remote() for a in system.actors()], timeout=max(1.0, deadline - time.monotonic()))
+    # Caught up means with what the topics held when the wait began: under a live load the lag
+    # never reaches 0. A transactional partition ends with a commit marker that a caught-up group
+    # never consumes, so a lag of 1 per partition is caught up.
+    targets = {(row.group, row.topic, row.partition): row.end for row in consumer_lag(system.settings)}
     while True:
-        # A transactional partition ends with a commit marker that a caught-up group never
-        # consumes, so a lag of 1 per partition is caught up.
-        behind = sum(max(0, row.lag - 1) for row in consumer_lag(system.settings))
+        behind = sum(
+            max(0, targets.get((row.group, row.topic, row.partition), row.end) - max(row.committed, 0) - 1)
+            for row in consumer_lag(system.settings)
+        )
         say(total, total, f"consumers {behind:,} events behind")
         if behind == 0:
             return

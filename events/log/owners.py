@@ -102,4 +102,3 @@ def read_owners(kafka: dict[str, str], topic: str, group: str) -> dict[str, Part
         return log.read()
     finally:
         log.close()
-

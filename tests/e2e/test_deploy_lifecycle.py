@@ -1,6 +1,6 @@
 """The deployment lifecycle on a Ray cluster of its own (`ray start --head`, as a user runs it):
 deploy -> status -> a driver killed mid-session -> connect by name from a new driver -> submit ->
-down -> deploy again, with the state intact."""
+rescale -> a rolling upgrade under load -> down -> deploy again, with the state intact."""
 
 from __future__ import annotations
 
@@ -71,6 +71,11 @@ def cluster_file(tmp_path: Path, kafka_bootstrap: str) -> Path:
     meta = isolated_metadata(tmp_path, kafka_bootstrap, partitions=4, letter="d")
     for spec in meta["services"].values():
         spec["shards"] = 1
+    # Declared code outside the installed packages, which the rolling upgrade below changes.
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "upgrade_probe.py").write_text("from shop.workload import OrderMix as WORKLOAD  # v1\n")
+    meta["python_path"] = [str(tmp_path / "code")]
+    meta["workload"] = "upgrade_probe:WORKLOAD"
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump({"metadata": meta}))
     return path
@@ -99,6 +104,27 @@ state, version = system.state("inventory", sku)
 print(json.dumps({"added": state.added, "version": version}), flush=True)
 if sys.argv[4:] == ["hang"]:
     time.sleep(600)  # killed by the test
+system.close()
+"""
+
+
+LOAD = """
+import json, sys, time
+from pathlib import Path
+from choreography.system import connect
+from shop.messages import AddStock
+
+system = connect(name=sys.argv[1])
+sku, stop = sys.argv[2], Path(sys.argv[3])
+ok, errors = 0, []
+while not stop.exists():
+    try:
+        system.submit(AddStock(sku=sku, quantity=1), timeout=120)
+        ok += 1
+    except Exception as exc:
+        errors.append(repr(exc))
+    time.sleep(0.05)
+print(json.dumps({"ok": ok, "errors": errors}), flush=True)
 system.close()
 """
 
@@ -166,8 +192,35 @@ def test_deploy_status_driver_loss_connect_down_and_deploy_again(ray_head: str, 
     assert unknown.returncode == 1 and "unknown service 'nowhere'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
+    # New code: `deploy` restarts the actors one at a time while a driver keeps submitting.
+    stop = cluster_file.with_name("stop-load")
+    load = subprocess.Popen([sys.executable, "-c", LOAD, namespace, f"{sku}-load", str(stop)], env=_ray_env(ray_head),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    probe = cluster_file.with_name("code") / "upgrade_probe.py"
+    probe.write_text(probe.read_text().replace("# v1", "# v2"))
+    before = status(ray_head, cluster_file)
+    upgraded = choreo(ray_head, cluster_file, "deploy")
+    stop.touch()
+    out, err = load.communicate(timeout=300)
+    assert load.returncode == 0, err[-3000:]
+    placed = json.loads(out.strip().splitlines()[-1])
+    assert placed["errors"] == [] and placed["ok"] > 0, placed
+    rolled = status(ray_head, cluster_file)
+    assert all(
+        row["state"] == "ALIVE"
+        and row["restarts"] == before[name]["restarts"] + 1
+        and row["pid"] != before[name]["pid"]
+        for name, row in rolled.items()
+        if row["role"] != "deployment"
+    ), (before, rolled, upgraded.stdout)
+    assert driver(ray_head, namespace, f"{sku}-load", 0)["added"] == placed["ok"], "every accepted command, once"
+    choreo(ray_head, cluster_file, "deploy")  # unchanged code: nothing restarts
+    assert {n: r["restarts"] for n, r in status(ray_head, cluster_file).items()} == {
+        n: r["restarts"] for n, r in rolled.items()
+    }
+
     stopped = choreo(ray_head, cluster_file, "down")
-    assert f"stopped {len(actors) + 1} actors" in stopped.stdout, "with the policy runner `scale` added"
+    assert f"stopped {len(actors)} actors" in stopped.stdout, "the file's runner count, deployed again"
     gone = choreo(ray_head, cluster_file, "status", check=False)
     assert gone.returncode == 1 and "no Choreo deployment" in gone.stderr and "Traceback" not in gone.stderr
 
