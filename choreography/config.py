@@ -24,6 +24,7 @@ from choreography.policies import On, source_services
 from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC
 from events.registry import Registry
 from projections.base import Projection
+from projections.dsn import redacted
 
 ENV_KAFKA_BOOTSTRAP = "CHOREO_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
@@ -94,6 +95,9 @@ class ProjectionSpec(Strict):
 
 class ClickHouseSettings(Strict):
     dsn: str = "chdb://.choreo/clickhouse"
+
+    def __repr_args__(self) -> Any:
+        yield "dsn", redacted(self.dsn)  # repr and str never show a password
 
     @property
     def embedded(self) -> bool:

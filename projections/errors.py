@@ -21,3 +21,8 @@ class QueryRejected(Exception):
 
 class QueryError(Exception):
     """ClickHouse could not run a query (syntax error, unknown table...); carries its message."""
+
+
+class SinkUnavailable(ConnectionError):
+    """ClickHouse cannot be reached, or refused the connection; the message names the DSN with
+    its password masked."""

@@ -12,7 +12,8 @@ from clickhouse_connect.driver.binding import finalize_query
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from projections.base import POSITION_COLUMNS, Row, Table
-from projections.errors import QueryError
+from projections.dsn import redacted, scrubbed
+from projections.errors import QueryError, SinkUnavailable
 from projections.readonly import check_read_only
 
 
@@ -28,6 +29,15 @@ class QueryResult:
         return self.rows[0][0] if self.rows else None
 
 
+def connect(dsn: str, **options: Any) -> Any:
+    """A clickhouse-connect client; a failure raises SinkUnavailable, which never holds the password."""
+    try:
+        return clickhouse_connect.get_client(dsn=dsn, **options)
+    except Exception as exc:
+        message = scrubbed(" ".join(str(exc).split()), dsn)
+        raise SinkUnavailable(f"cannot connect to ClickHouse at {redacted(dsn)}: {message}") from None
+
+
 class ClickHouseSink:
     """Thread-safe wrapper: one client, batched inserts, and the stored Kafka positions."""
 
@@ -35,10 +45,13 @@ class ClickHouseSink:
         if dsn.startswith("chdb://") and dsn not in ("chdb://", "chdb://memory"):
             Path(dsn[len("chdb://") :]).mkdir(parents=True, exist_ok=True)
         self.dsn = dsn
-        self.client = clickhouse_connect.get_client(dsn=dsn)
+        self.client = connect(dsn)
         self.lock = threading.RLock()
         self.reader: Any = None
         self.table_functions: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        return f"ClickHouseSink({redacted(self.dsn)!r})"
 
     def command(self, sql: str) -> Any:
         with self.lock:
@@ -73,7 +86,7 @@ class ClickHouseSink:
             # sends its own settings with each query, which readonly=1 would refuse; readonly=2
             # still refuses every write and the guard refuses any SET or SETTINGS.
             readonly = 1 if self.dsn.startswith("chdb://") else 2
-            self.reader = clickhouse_connect.get_client(dsn=self.dsn, settings={"readonly": readonly})
+            self.reader = connect(self.dsn, settings={"readonly": readonly})
             functions = self.reader.query("SELECT name FROM system.table_functions").result_rows
             self.table_functions = frozenset(str(name) for (name,) in functions)
         return self.reader
