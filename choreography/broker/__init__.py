@@ -1,4 +1,5 @@
-"""A real single-node Apache Kafka broker (KRaft), run from Maven Central jars for local use and CI."""
+"""A real Apache Kafka broker (KRaft), or a cluster of them on one machine, run from Maven Central
+jars for local use and CI."""
 
 from __future__ import annotations
 
@@ -105,9 +106,15 @@ class LocalBroker:
         data_dir: Path | None = None,
         cache_dir: Path | None = None,
         heap: str = "1g",
+        node_id: int = 1,
+        voters: str | None = None,
     ) -> None:
+        """`voters` (`1@127.0.0.1:9093,2@...`): this node is one of a cluster's controller quorum;
+        without, it is a cluster of its own."""
         self.port = port
         self.controller_port = port + 1
+        self.node_id = node_id
+        self.voters = voters
         self.data_dir = (data_dir or default_data_dir(port)).resolve()
         self.cache_dir = cache_dir
         self.heap = heap
@@ -145,10 +152,16 @@ class LocalBroker:
 
     def _write_properties(self) -> None:
         logs = self.data_dir / "logs"
+        replicas = 1 if self.voters is None else min(3, self.voters.count("@"))
+        quorum = (
+            {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
+            if self.voters is None
+            else {"controller.quorum.voters": self.voters}
+        )
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            **quorum,
             "listeners": (f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -156,10 +169,10 @@ class LocalBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(logs),
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": str(replicas),
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(replicas),
+            "transaction.state.log.min.isr": str(min(2, replicas)),
             "transaction.state.log.num.partitions": "10",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
@@ -168,23 +181,33 @@ class LocalBroker:
         }
         self.props_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
-    def _format(self, java: str, classpath: str) -> None:
+    def _format(self, java: str, classpath: str, cluster_id: str | None) -> None:
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
-        cluster_id = _kafka_uuid()
         cmd = [
             java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(self.props_file), "--standalone",
+            "-t", cluster_id or _kafka_uuid(), "-c", str(self.props_file),
         ]  # fmt: skip
+        if self.voters is None:
+            cmd.append("--standalone")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
 
-    def start(self, timeout: float = 90.0) -> tuple[BrokerStatus, bool]:
+    def start(self, timeout: float = 90.0, cluster_id: str | None = None) -> tuple[BrokerStatus, bool]:
         """Start the broker unless one already answers on the port. Returns (status, started)."""
+        proc = self.launch(cluster_id)
+        if proc is None:
+            return self.status(), False
+        self.wait_ready(proc, timeout)
+        return self.status(), True
+
+    def launch(self, cluster_id: str | None = None) -> subprocess.Popen[bytes] | None:
+        """Start the broker's process, without waiting for it to serve (a cluster's nodes wait for
+        each other); None when one already answers on the port."""
         current = self.status()
         if current.running:
-            return current, False
+            return None
         if current.pid is not None:
             raise BrokerError(
                 f"a broker process (pid {current.pid}) exists for {self.data_dir} but does not "
@@ -197,7 +220,7 @@ class LocalBroker:
         classpath = f"{jars}/*"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_properties()
-        self._format(java, classpath)
+        self._format(java, classpath, cluster_id)
         cmd = [
             java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
             "-Djava.awt.headless=true", "-cp", classpath, "kafka.Kafka", str(self.props_file),
@@ -208,24 +231,38 @@ class LocalBroker:
                 start_new_session=True,
             )  # fmt: skip
         self.pid_file.write_text(str(proc.pid))
+        return proc
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(f"the broker exited with code {proc.returncode}; see {self.log_file}")
             if port_open("127.0.0.1", self.port) and _metadata_ok(self.port):
-                return self.status(), True
+                return
             time.sleep(0.3)
-        raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s")
+        raise BrokerError(f"the broker on port {self.port} did not accept connections within {timeout:.0f}s")
 
     # ---- stop -------------------------------------------------------------------
 
     def stop(self, timeout: float = 60.0) -> bool:
         """Stop a broker started by choreo. Returns False when none was running."""
+        pid = self.signal_stop()
+        if pid is not None:
+            self.wait_stopped(pid, timeout)
+        return pid is not None
+
+    def signal_stop(self) -> int | None:
+        """Ask the broker started by choreo to shut down (SIGTERM); its pid, None when none runs."""
         pid = self._pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
-            return False
+            return None
         os.kill(pid, signal.SIGTERM)
+        return pid
+
+    def wait_stopped(self, pid: int, timeout: float) -> None:
+        """Wait for the broker to exit; past `timeout`, kill it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._pid() is None or _is_zombie(pid):
@@ -235,13 +272,86 @@ class LocalBroker:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
-        return True
 
     def wipe(self) -> None:
         """Delete the broker's data directory (it must be stopped)."""
         if self._pid() is not None:
             raise BrokerError("stop the broker before wiping its data")
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    brokers: list[BrokerStatus]
+    controller: int | None
+    """The node id of the active controller (None when no quorum answers)."""
+    under_replicated: int
+    """Partitions with fewer in-sync replicas than replicas."""
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers)
+
+
+class LocalCluster:
+    """`brokers` KRaft nodes on 127.0.0.1, each a broker and a controller: node N listens on
+    port + 2(N-1) and its controller on the port after; the controller quorum is every node (3
+    voters survive the loss of one). Each node has its own data dir under the cluster's."""
+
+    def __init__(self, brokers: int = 3, port: int = 9092, data_dir: Path | None = None, heap: str = "512m") -> None:
+        if not 1 <= brokers <= 9:
+            raise BrokerError(f"a local cluster runs 1 to 9 brokers, not {brokers}")
+        self.data_dir = (data_dir or default_cache_dir() / f"kafka-cluster-{port}").resolve()
+        ports = [port + 2 * i for i in range(brokers)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{p + 1}" for i, p in enumerate(ports))
+        self.nodes = [
+            LocalBroker(p, self.data_dir / f"node-{i + 1}", heap=heap, node_id=i + 1, voters=voters)
+            for i, p in enumerate(ports)
+        ]
+        self.id_file = self.data_dir / "cluster.id"
+
+    def node(self, n: int) -> LocalBroker:
+        if not 1 <= n <= len(self.nodes):
+            raise BrokerError(f"broker {n} is not one of this cluster's 1..{len(self.nodes)}")
+        return self.nodes[n - 1]
+
+    def start(self, only: int | None = None, timeout: float = 120.0) -> list[int]:
+        """Start every node (or node `only`) that does not run; returns the node ids started."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.id_file.exists():
+            self.id_file.write_text(_kafka_uuid())
+        cluster_id = self.id_file.read_text().strip()
+        chosen = [self.node(only)] if only is not None else self.nodes
+        launched = [(node, node.launch(cluster_id)) for node in chosen]
+        for node, proc in launched:
+            if proc is not None:
+                node.wait_ready(proc, timeout)
+        return [node.node_id for node, proc in launched if proc is not None]
+
+    def stop(self, only: int | None = None, timeout: float = 60.0) -> list[int]:
+        """Stop every node (or node `only`); returns the node ids stopped. All are asked at once:
+        nodes stopped one by one would lose their controller quorum and could not shut down cleanly."""
+        chosen = [self.node(only)] if only is not None else self.nodes
+        asked = [(node, node.signal_stop()) for node in chosen]
+        for node, pid in asked:
+            if pid is not None:
+                node.wait_stopped(pid, timeout)
+        return [node.node_id for node, pid in asked if pid is not None]
+
+    def status(self) -> ClusterStatus:
+        brokers = [node.status() for node in self.nodes]
+        up = [b.bootstrap for b in brokers if b.running]
+        controller, under = None, 0
+        if up:
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": ",".join(up), "log_level": 0})
+            with contextlib.suppress(Exception):  # no quorum, or one being elected: unknown
+                controller = admin.describe_cluster(request_timeout=5).result().controller.id
+            with contextlib.suppress(Exception):
+                topics = admin.list_topics(timeout=5).topics.values()
+                under = sum(len(p.isrs) < len(p.replicas) for t in topics for p in t.partitions.values())
+        return ClusterStatus(brokers, controller, under)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
 
     use_ray_token()
     try:
-        app(args=argv, prog_name="choreo", standalone_mode=False)
+        # Outside standalone mode click returns the code of a `typer.Exit` instead of exiting.
+        code = app(args=argv, prog_name="choreo", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except USER_ERRORS as exc:
         _fail(str(exc), 1)
     except KafkaException as exc:

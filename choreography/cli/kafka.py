@@ -8,32 +8,78 @@ from typing import Annotated
 
 import typer
 
-from choreography.broker import LocalBroker
-from choreography.cli.common import ConfigOpt, DataDirOpt, PortOpt, app, console, require_broker, settings_for
+from choreography.broker import LocalBroker, LocalCluster
+from choreography.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    PortOpt,
+    app,
+    console,
+    print_table,
+    require_broker,
+    settings_for,
+)
 
-kafka_app = typer.Typer(help="Run a local single-node Apache Kafka broker (KRaft).", no_args_is_help=True)
+kafka_app = typer.Typer(help="Run a local Apache Kafka broker, or a cluster of them (KRaft).", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 
 # ---- kafka ------------------------------------------------------------------------
+
+
+BrokersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--brokers", min=1, max=9,
+        help="Run a local cluster of this many KRaft brokers (node N on port + 2(N-1)); 3 survives the loss of one.",
+    ),
+]  # fmt: skip
+BrokerOpt = Annotated[
+    int | None, typer.Option("--broker", min=1, help="Only this node of the local cluster (1, 2, 3...).")
+]
+
+
+def _cluster(
+    brokers: int | None, broker: int | None, port: int, data_dir: Path | None, heap: str = "1g"
+) -> LocalCluster | None:
+    """The local cluster the options name, or the one started here before (its directory
+    exists); None for a single broker."""
+    if brokers is None:
+        earlier = LocalCluster(3, port=port, data_dir=data_dir)
+        brokers = len(list(earlier.data_dir.glob("node-*"))) if earlier.id_file.exists() else None
+    if (brokers or 1) == 1 and broker is None:
+        return None
+    return LocalCluster(brokers or 3, port=port, data_dir=data_dir, heap=heap)
 
 
 @kafka_app.command("start")
 def kafka_start(
     port: PortOpt = 9092,
     data_dir: DataDirOpt = None,
-    heap: Annotated[str, typer.Option(help="JVM heap size.")] = "1g",
+    heap: Annotated[str, typer.Option(help="JVM heap size (per broker).")] = "1g",
     config: ConfigOpt = None,
     topics: Annotated[bool, typer.Option(help="Create the topics declared in the config.")] = True,
+    brokers: BrokersOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
-    """Fetch the broker jars with Maven (once), format storage, start the broker and create topics."""
-    broker = LocalBroker(port=port, data_dir=data_dir, heap=heap)
+    """Fetch the broker jars with Maven (once), format storage, start the broker (or a local
+    cluster with --brokers 3; --broker N starts one node of it again) and create topics."""
+    cluster = _cluster(brokers, broker, port, data_dir, heap)
+    if cluster is not None:
+        with console.status(f"Starting {len(cluster.nodes) if broker is None else 1} Kafka broker(s)..."):
+            started = cluster.start(broker)
+        status = cluster.status()
+        console.print(f"[green]Kafka brokers {started or 'already'} running[/]: {status.bootstrap}")
+        if topics and broker is None:
+            _create_topics(config, status.bootstrap)
+        return
+    single = LocalBroker(port=port, data_dir=data_dir, heap=heap)
     with console.status(f"Starting Kafka on 127.0.0.1:{port}..."):
-        status, started = broker.start()
-    if started:
-        console.print(f"[green]Kafka started[/] on {status.bootstrap} (pid {status.pid}, data {status.data_dir})")
+        s, launched = single.start()
+    if launched:
+        console.print(f"[green]Kafka started[/] on {s.bootstrap} (pid {s.pid}, data {s.data_dir})")
     else:
-        who = f"pid {status.pid}" if status.pid else "not started by choreo"
-        console.print(f"[yellow]Kafka is already running[/] on {status.bootstrap} ({who})")
+        who = f"pid {s.pid}" if s.pid else "not started by choreo"
+        console.print(f"[yellow]Kafka is already running[/] on {s.bootstrap} ({who})")
     if topics:
         _create_topics(config, f"127.0.0.1:{port}")
 
@@ -50,17 +96,42 @@ def _create_topics(config: Path | None, bootstrap: str) -> None:
 
 
 @kafka_app.command("stop")
-def kafka_stop(port: PortOpt = 9092, data_dir: DataDirOpt = None) -> None:
-    """Stop the broker started by `choreo kafka start` (SIGTERM, then a clean shutdown)."""
-    broker = LocalBroker(port=port, data_dir=data_dir)
+def kafka_stop(
+    port: PortOpt = 9092, data_dir: DataDirOpt = None, brokers: BrokersOpt = None, broker: BrokerOpt = None
+) -> None:
+    """Stop the broker (or the local cluster, or its node --broker N) that `choreo kafka start` started."""
+    cluster = _cluster(brokers, broker, port, data_dir)
+    if cluster is not None:
+        with console.status("Stopping Kafka..."):
+            stopped = cluster.stop(broker)
+        console.print(
+            f"[green]Kafka brokers {stopped} stopped[/]" if stopped else "No choreo-managed broker is running."
+        )
+        return
     with console.status("Stopping Kafka..."):
-        stopped = broker.stop()
-    console.print("[green]Kafka stopped[/]" if stopped else "No choreo-managed broker is running.")
+        done = LocalBroker(port=port, data_dir=data_dir).stop()
+    console.print("[green]Kafka stopped[/]" if done else "No choreo-managed broker is running.")
 
 
 @kafka_app.command("status")
-def kafka_status(port: PortOpt = 9092, data_dir: DataDirOpt = None) -> None:
-    """Tell whether a broker answers on the port. Exit code 1 when none does."""
+def kafka_status(port: PortOpt = 9092, data_dir: DataDirOpt = None, brokers: BrokersOpt = None) -> None:
+    """Tell whether the broker answers (for a local cluster: every broker, the active controller
+    and the under-replicated partitions). Exit code 1 when none does."""
+    cluster = _cluster(brokers, None, port, data_dir)
+    if cluster is not None:
+        status = cluster.status()
+        rows = [
+            (node.node_id, b.bootstrap, "running" if b.running else "stopped", b.pid or "",
+             "yes" if status.controller == node.node_id else "")
+            for node, b in zip(cluster.nodes, status.brokers, strict=True)
+        ]  # fmt: skip
+        print_table(
+            f"local Kafka cluster ({cluster.data_dir})", ["node", "address", "state", "pid", "controller"], rows
+        )
+        console.print(f"under-replicated partitions: {status.under_replicated}")
+        if not any(b.running for b in status.brokers):
+            raise typer.Exit(1)
+        return
     s = LocalBroker(port=port, data_dir=data_dir).status()
     if s.running:
         who = f"pid {s.pid}" if s.pid else "not started by choreo"

@@ -82,3 +82,11 @@ def test_a_query_that_is_not_sql_is_refused_in_one_line() -> None:
     code, output = _choreo("query", "SELEC 1")
     assert code == 1
     assert "only SELECT" in _one_line(output) and "'SELEC'" in output
+
+
+def test_a_command_that_exits_with_a_code_returns_it(tmp_path: Path) -> None:
+    """`choreo kafka status` exits 1 when no broker answers (so do `schemas check` on an
+    incompatible schema and `loadtest` on a broken invariant): click returns such codes outside
+    its standalone mode, and the entry point must pass them on."""
+    code, out = _choreo("kafka", "status", "--port", str(_unused_port()), "--data-dir", str(tmp_path / "none"))
+    assert code == 1 and "not running" in out
