@@ -47,7 +47,7 @@ from events.log.kafka_io import (
     read_to_end,
     watermarks,
 )
-from events.log.owners import read_owners
+from events.log.owners import owners_of, read_owners
 from events.log.topics import (
     commands_topic,
     dedup_topic,
@@ -56,6 +56,7 @@ from events.log.topics import (
     owned_partitions,
     owners_topic,
     partition_for,
+    shard_group,
     snapshots_topic,
 )
 from events.registry import DecodeError, Registry, event_headers
@@ -201,11 +202,8 @@ class Shard:
     def _owned_now(self) -> list[int]:
         """This shard's partitions in the current partition map (round-robin when there is none)."""
         c = self.config
-        group = f"{c.namespace}-{c.service}-shard-{c.shard}-loader"
-        current = read_owners(c.kafka, owners_topic(c.topic_prefix), group).get(c.service)
-        if current is None or len(current.owners) != c.partitions:
-            return c.owned
-        return current.owned(c.shard)
+        maps = read_owners(c.kafka, owners_topic(c.topic_prefix), self.loader_group)
+        return owners_of(maps, c.service, c.shards, c.partitions).owned(c.shard)
 
     def _partition_state(self, aggregate: Aggregate[Any], partitions: list[int]) -> tuple[DedupStore, ShardCore]:
         """Dedup indexes and a core for `partitions`, on their local stores (not yet rehydrated)."""
@@ -227,9 +225,13 @@ class Shard:
 
     # ---- rehydration -------------------------------------------------------------
 
+    @property
+    def loader_group(self) -> str:
+        """The group id this shard reads its topics under (it commits nothing)."""
+        return f"{self.config.namespace}-{self.config.service}-shard-{self.config.shard}-loader"
+
     def _consumer(self) -> Consumer:
-        group = f"{self.config.namespace}-{self.config.service}-shard-{self.config.shard}-loader"
-        return Consumer(consumer_config(self.config.kafka, group, **{"enable.partition.eof": True}))
+        return Consumer(consumer_config(self.config.kafka, self.loader_group, **{"enable.partition.eof": True}))
 
     def rehydrate(self, core: ShardCore | None = None, dedup: DedupStore | None = None) -> RehydrationStats:
         """Load snapshots and replay the event tail. Our own producers fenced their predecessors
@@ -628,7 +630,7 @@ class Shard:
     @property
     def commands_group(self) -> str:
         """The consumer group whose offsets record what the service's shards consumed."""
-        return f"{self.config.namespace}-{self.config.service}-shards"
+        return shard_group(self.config.namespace, self.config.service)
 
     def open_command_stream(self) -> Consumer:
         """Assign this shard's command partitions at their committed offsets."""

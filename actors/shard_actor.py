@@ -82,10 +82,14 @@ class ShardActor:
         if shard is None:
             return False
         self._shard = shard
-        self.phase = "degraded" if shard.broken else "serving"
-        self.detail = "; ".join(f"partition {p}: {why}" for p, why in sorted(shard.broken.items()))
+        self._describe_serving(shard)
         self.serving.set()
         return True
+
+    def _describe_serving(self, shard: Shard) -> None:
+        """Phase and detail of a shard that serves: degraded, saying why, when a partition is broken."""
+        self.phase = "degraded" if shard.broken else "serving"
+        self.detail = "; ".join(f"partition {p}: {why}" for p, why in sorted(shard.broken.items()))
 
     def _aggregate(self) -> Any:
         c = self.config
@@ -179,8 +183,7 @@ class ShardActor:
             raise ShardUnavailable(f"{self.config.name} could not take partition {partition} over: {exc}") from None
         with self.lock:
             shard.adopt(prepared)
-        self.detail = "; ".join(f"partition {p}: {why}" for p, why in sorted(shard.broken.items()))
-        self.phase = "degraded" if shard.broken else "serving"
+        self._describe_serving(shard)
         return time.monotonic() - started
 
     def snapshot_now(self) -> int:

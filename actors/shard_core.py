@@ -411,9 +411,7 @@ class ShardCore:
         for agg_id, due in other.scheduled.items():
             self._schedule(agg_id, due)
         for cid, stored in other.seen.items():
-            self.seen[cid] = stored
-            if len(self.seen) > SEEN_CAPACITY:
-                self.seen.popitem(last=False)
+            self._seen(cid, stored)
         other.stores, other.owned = {}, set()
 
     def close(self) -> None:
@@ -424,11 +422,15 @@ class ShardCore:
     def _remember(self, command_id: str, stored: StoredEvent) -> None:
         events = self.seen.get(command_id)
         if events is None:
-            self.seen[command_id] = [stored]
-            if len(self.seen) > SEEN_CAPACITY:
-                self.seen.popitem(last=False)
+            self._seen(command_id, [stored])
         else:
             events.append(stored)
+
+    def _seen(self, command_id: str, stored: list[StoredEvent]) -> None:
+        """Remember a command's events for retries, forgetting the oldest beyond SEEN_CAPACITY."""
+        self.seen[command_id] = stored
+        if len(self.seen) > SEEN_CAPACITY:
+            self.seen.popitem(last=False)
 
     # ---- deciding ----------------------------------------------------------------
 
@@ -497,9 +499,7 @@ class ShardCore:
                 self.next_offset[event.partition] = max(self.next_offset[event.partition], event.offset + 1)
                 self.since_checkpoint[event.partition] += 1
                 self.dirty[event.partition].add(event.envelope.aggregate_id)
-            self.seen[cid] = stored
-            if len(self.seen) > SEEN_CAPACITY:
-                self.seen.popitem(last=False)
+            self._seen(cid, stored)
             accepted.append(Accepted(cid, stored))
         return accepted
 

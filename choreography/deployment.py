@@ -23,11 +23,11 @@ from actors.runtime import actor_options
 from actors.shard_actor import shard_actor_name
 from choreography.config import Settings
 from choreography.errors import NotDeployed
-from choreography.lag import LAG_MONITOR, consumer_lag, policy_group, projection_group, shard_group
+from choreography.lag import LAG_MONITOR, consumer_lag
 from choreography.policy_runner import runner_actor_name
 from choreography.system import DEPLOYMENT_RECORD, System
 from choreography.topology import ensure_topics
-from events.log.topics import owned_partitions
+from events.log.topics import owned_partitions, policy_group, projection_group, shard_group
 from projections.host import host_names
 
 log = logging.getLogger("choreo.deployment")
@@ -121,13 +121,12 @@ def code_fingerprint(settings: Settings) -> str:
     return digest.hexdigest()[:16]
 
 
-def rolling_restart(settings: Settings, say: Progress, timeout: float) -> list[str]:
+def rolling_restart(settings: Settings, say: Progress, timeout: float) -> None:
     """Restart the deployment's actors one at a time, so that each runs the code now installed:
     Ray starts each again in a fresh process, where it rehydrates (a shard) or resumes from its
     committed offsets. Commands for a restarting shard wait, or are retried inside the client
-    API; the others go on. Returns the actors restarted."""
-    expected = [a for a in _expected(settings) if a.role not in ("deployment",)]
-    restarted: list[str] = []
+    API; the others go on."""
+    expected = [a for a in _expected(settings) if a.role != "deployment"]
     for done, status in enumerate(expected):
         try:
             handle = ray.get_actor(status.name, namespace=settings.namespace)
@@ -145,33 +144,30 @@ def rolling_restart(settings: Settings, say: Progress, timeout: float) -> list[s
             ray.get(handle.ready.remote(timeout), timeout=timeout)
         else:
             ray.get(handle.__ray_ready__.remote(), timeout=timeout)
-        restarted.append(status.name)
-    return restarted
 
 
-def rescale_running(settings: Settings, say: Callable[[str], None]) -> list[str]:
+def rescale_running(settings: Settings, say: Callable[[str], None]) -> None:
     """Bring the shard and policy-runner counts of a running deployment to `settings`
-    (choreography.rescale: shards move live, one partition at a time). Returns what changed."""
+    (choreography.rescale: shards move live, one partition at a time)."""
     try:
         running = deployed_settings(settings.namespace)
     except NotDeployed:
-        return []
+        return
     changes = [
-        (service, field, getattr(running.services[service], field), getattr(spec, field))
+        (service, field, getattr(spec, field))
         for service, spec in settings.services.items()
         if service in running.services
         for field in ("shards", "policy_runners")
         if getattr(running.services[service], field) != getattr(spec, field)
     ]
     if not changes:
-        return []
+        return
     system = System(running, detached=True, create_topics=False, wait=False, spawn=False)
-    for service, what, _, count in changes:
+    for service, what, count in changes:
         if what == "shards":
             system.scale(service, count, say)
         else:
             system.scale_runners(service, count, say)
-    return [f"{service}.{field} {before} -> {after}" for service, field, before, after in changes]
 
 
 def wait_deployed(system: System, say: Progress, timeout: float) -> None:
@@ -190,11 +186,12 @@ def wait_deployed(system: System, say: Progress, timeout: float) -> None:
     # Caught up means with what the topics held when the wait began: under a live load the lag
     # never reaches 0. A transactional partition ends with a commit marker that a caught-up group
     # never consumes, so a lag of 1 per partition is caught up.
-    targets = {(row.group, row.topic, row.partition): row.end for row in consumer_lag(system.settings)}
+    rows = consumer_lag(system.settings)
+    targets = {(row.group, row.topic, row.partition): row.end for row in rows}
     while True:
         behind = sum(
             max(0, targets.get((row.group, row.topic, row.partition), row.end) - max(row.committed, 0) - 1)
-            for row in consumer_lag(system.settings)
+            for row in rows
         )
         say(total, total, f"consumers {behind:,} events behind")
         if behind == 0:
@@ -202,6 +199,7 @@ def wait_deployed(system: System, say: Progress, timeout: float) -> None:
         if time.monotonic() >= deadline:
             raise TimeoutError(f"the consumers are still {behind:,} events behind after {timeout:.0f}s")
         time.sleep(0.5)
+        rows = consumer_lag(system.settings)
 
 
 def attach(namespace: str, address: str | None = None) -> System:

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from actors.runtime import actor_options
 from choreography.config import Settings
-from events.log.topics import commands_topic, events_topic
+from events.log.topics import commands_topic, events_topic, policy_group, projection_group, shard_group
 
 log = logging.getLogger("choreo.lag")
 
@@ -33,21 +33,6 @@ class LagRow:
     @property
     def lag(self) -> int:
         return max(0, self.end - max(self.committed, 0))
-
-
-def shard_group(namespace: str, service: str) -> str:
-    """The consumer group of a service's shards on its command topic."""
-    return f"{namespace}-{service}-shards"
-
-
-def policy_group(namespace: str, service: str) -> str:
-    """The consumer group of a service's policy runners on the events they react to."""
-    return f"{namespace}-policy-{service}"
-
-
-def projection_group(namespace: str, projection: str) -> str:
-    """The consumer group of a projection (informational: ClickHouse holds its positions)."""
-    return f"{namespace}-projection-{projection}"
 
 
 def consumer_groups(settings: Settings) -> list[tuple[str, str, list[str]]]:

@@ -18,7 +18,7 @@ from choreography.policies import run_policies, source_services
 from events.base import Command
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from events.log.kafka_io import TXN_OP_S, assign_committed, consumer_config, data_messages, position, producer_config
-from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for
+from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for, policy_group
 from events.registry import DecodeError
 
 log = logging.getLogger("choreo.policy")
@@ -50,7 +50,7 @@ class RunnerConfig(BaseModel):
 
     @property
     def group_id(self) -> str:
-        return f"{self.namespace}-policy-{self.service}"
+        return policy_group(self.namespace, self.service)
 
 
 class PolicyRunner:

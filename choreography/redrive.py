@@ -33,8 +33,8 @@ from choreography.policies import run_policies
 from events.base import Command
 from events.log.dlq import DeadLetter, LetterMessage, dead_letter_from, send_dead_letter
 from events.log.kafka_io import consumer_config, partitions_of, producer_config, read_to_end
-from events.log.owners import PartitionOwners, read_owners
-from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, commands_topic, partition_for
+from events.log.owners import PartitionOwners, owners_of, read_owners
+from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, commands_topic, partition_for, routes_group
 
 REDRIVEN_TOPIC = "choreo-redriven"
 KINDS = ("policy", "shard", "projection")
@@ -278,10 +278,8 @@ class Deployment:
             raise ValueError(f"no service {service!r} in the cluster file")
         if service not in self.owners:  # the shards a rescale left, where the map puts them
             s = self.settings
-            found = read_owners(s.kafka.client_config(), s.topic_name(OWNERS_TOPIC), f"{s.namespace}-client-routes")
-            self.owners[service] = found.get(service) or PartitionOwners.round_robin(
-                s.services[service].shards, s.partitions(service)
-            )
+            maps = read_owners(s.kafka.client_config(), s.topic_name(OWNERS_TOPIC), routes_group(s.namespace))
+            self.owners[service] = owners_of(maps, service, s.services[service].shards, s.partitions(service))
         owners = self.owners[service]
         idx = owners.owners[partition_for(aggregate_id, self.settings.partitions(service))]
         config = shard_config(scaled_settings(self.settings, service, owners.shards), service, idx)

@@ -78,7 +78,7 @@ def rescale_runners(system: System, service: str, runners: int, progress: Callab
     pause meanwhile (the seconds returned); nothing is lost or handled twice, and the other
     services, and clients, go on. The new runners' transactional ids fence any old one left."""
     from choreography.policy_runner import runner_actor_name, spawn_policy_runner
-    from choreography.system import DEPLOYMENT_RECORD, runner_config
+    from choreography.system import runner_config
 
     say = progress or (lambda what: None)
     settings = system.settings
@@ -96,15 +96,13 @@ def rescale_runners(system: System, service: str, runners: int, progress: Callab
     fresh = [spawn_policy_runner(runner_config(target, service, i), detached=system.detached) for i in range(runners)]
     ray.get([a.__ray_ready__.remote() for a in fresh])
     system.policy_runners[service] = fresh
-    system.settings = target
-    if system.detached:
-        ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(target))
+    _settle(system, target)
     return time.monotonic() - started
 
 
 def rescale(system: System, service: str, shards: int, progress: Callable[[str], None] | None = None) -> Rescaled:
     """Move `service` to `shards` shards, one partition at a time (see the module docstring)."""
-    from choreography.system import DEPLOYMENT_RECORD, shard_config
+    from choreography.system import shard_config
 
     say = progress or (lambda what: None)
     settings = system.settings
@@ -148,11 +146,19 @@ def rescale(system: System, service: str, shards: int, progress: Callable[[str],
         say(f"stopping {shard_actor_name(service, i)}, emptied")
         stop_actor(actors[i], shard_actor_name(service, i), settings.namespace)
     del actors[shards:]
-    system.settings = scaled_settings(system.settings, service, shards=shards)
-    if system.detached:  # a deployment: attaching drivers and `choreo status` see the new count
-        ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(system.settings))
+    _settle(system, scaled_settings(system.settings, service, shards=shards))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _settle(system: System, settings: Settings) -> None:
+    """The system runs `settings` now; a deployment records them, so that attaching drivers and
+    `choreo status` see the new counts."""
+    from choreography.system import DEPLOYMENT_RECORD
+
+    system.settings = settings
+    if system.detached:
+        ray.get(ray.get_actor(DEPLOYMENT_RECORD, namespace=settings.namespace).put.remote(settings))
 
 
 def reconcile(actors: list[Any], owners: PartitionOwners, say: Callable[[str], None]) -> None:

@@ -36,9 +36,9 @@ from choreography.rescale import Rescaled, rescale, rescale_runners
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
-from events.log.owners import OwnersLog, PartitionOwners
+from events.log.owners import OwnersLog, PartitionOwners, owners_of
 from events.log.reader import read_topic
-from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, events_topic, partition_for
+from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, events_topic, partition_for, routes_group
 from projections.host import host_names, spawn_projection_hosts
 from projections.readonly import check_read_only
 from projections.sink import QueryResult
@@ -124,14 +124,15 @@ class System:
             ensure_topics(settings)
         self.owners: dict[str, PartitionOwners] = {}
         self.owners_log = OwnersLog(
-            settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC), f"{settings.namespace}-client-routes"
+            settings.kafka.client_config(), settings.topic_name(OWNERS_TOPIC), routes_group(settings.namespace)
         )
         if self.spawn:
             fresh = [s for s in settings.services if not _running(shard_actor_name(s, 0), settings.namespace)]
             reset_owners(settings, fresh, self.owners_log)
         self.routes_read = 0.0
+        self.shards: dict[str, list[Any]] = {}
         self.refresh_routes()
-        self.shards: dict[str, list[Any]] = {
+        self.shards = {
             service: [
                 self._actor(
                     shard_actor_name(service, i),
@@ -218,12 +219,11 @@ class System:
         if time.monotonic() - self.routes_read < min_interval:
             return self.owners
         s = self.settings
-        found = self.owners_log.read()
+        maps = self.owners_log.read()
         for service in s.services:
-            fallback = PartitionOwners.round_robin(s.services[service].shards, s.partitions(service))
-            self.owners[service] = found.get(service, fallback)
+            self.owners[service] = owners_of(maps, service, s.services[service].shards, s.partitions(service))
         self.routes_read = time.monotonic()
-        for service, actors in getattr(self, "shards", {}).items():
+        for service, actors in self.shards.items():
             for i in range(len(actors), self.owners[service].shards):
                 actors.append(self._actor(shard_actor_name(service, i), None))
         return self.owners

@@ -23,7 +23,7 @@ from events.base import StoredEvent
 from events.declared import load_registry
 from events.log.dlq import dead_letter_from, send_dead_letter
 from events.log.kafka_io import producer_config
-from events.log.topics import dlq_topic
+from events.log.topics import dlq_topic, projection_group
 from events.registry import Registry
 from projections.base import Projection
 from projections.declared import load_projection
@@ -107,7 +107,7 @@ class ProjectionHost:
             self.sink,
             self.kafka,
             self.registry,
-            group_id=f"{self.namespace}-projection-{name}{suffix}",
+            group_id=projection_group(self.namespace, name) + suffix,
             topics=opts.get("topics"),
             topic_prefix=self.topic_prefix,
             batch_size=opts.get("batch_size", 50_000),

@@ -92,7 +92,7 @@ def _create_topics(config: Path | None, bootstrap: str) -> None:
     require_broker(settings)
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
     created = ensure_topics(settings)
-    console.print(f"Topics: {len(created)} created, {len(settings.topics) - len(created)} already present")
+    console.print(f"Topics: {len(created)} created, {len(settings.all_topics()) - len(created)} already present")
 
 
 @kafka_app.command("stop")

@@ -48,6 +48,15 @@ class PartitionOwners:
         return cls(int(doc["shards"]), tuple(int(o) for o in doc["owners"]), int(doc["epoch"]))
 
 
+def owners_of(maps: dict[str, PartitionOwners], service: str, shards: int, partitions: int) -> PartitionOwners:
+    """`service`'s partition map among `maps`, or round-robin over `shards` when it has none (or
+    one for another partition count, which no shard could serve)."""
+    found = maps.get(service)
+    if found is None or len(found.owners) != partitions:
+        return PartitionOwners.round_robin(shards, partitions)
+    return found
+
+
 class OwnersLog:
     """Reads and writes the partition maps in `topic`, keeping its Kafka clients between calls
     (a client rereads the map whenever a shard says a partition moved)."""

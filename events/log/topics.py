@@ -36,6 +36,26 @@ def owners_topic(prefix: str = "") -> str:
     return f"{prefix}{OWNERS_TOPIC}"
 
 
+def shard_group(namespace: str, service: str) -> str:
+    """The consumer group of a service's shards on its command topic."""
+    return f"{namespace}-{service}-shards"
+
+
+def policy_group(namespace: str, service: str) -> str:
+    """The consumer group of a service's policy runners on the events they react to."""
+    return f"{namespace}-policy-{service}"
+
+
+def projection_group(namespace: str, projection: str) -> str:
+    """The consumer group of a projection (informational: ClickHouse holds its positions)."""
+    return f"{namespace}-projection-{projection}"
+
+
+def routes_group(namespace: str) -> str:
+    """The group id clients read the partition maps under (they commit nothing)."""
+    return f"{namespace}-client-routes"
+
+
 def partition_for(key: str, partitions: int) -> int:
     """Stable partition of an aggregate id. Producers set it explicitly so routing never drifts."""
     return zlib.crc32(key.encode()) % partitions
