@@ -81,6 +81,8 @@ def _host_process(args: dict[str, Any], crash_at: int | None, results: Any) -> N
             break
         time.sleep(0.05)
     results.put(host.query("SELECT sum(captured), sum(refunded) FROM sales_per_minute").rows[0])
+    results.close()  # os._exit below would drop a result still in the queue's feeder thread
+    results.join_thread()
     if crash_at is None:
         host.stop()
         return
