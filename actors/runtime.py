@@ -70,7 +70,9 @@ def probe_broker(kafka: dict[str, str]) -> None:
     """Fail fast (KafkaException) when no broker answers, instead of blocking in a long call."""
     from confluent_kafka.admin import AdminClient
 
-    AdminClient({**kafka, "log_level": 0}).list_topics(timeout=BROKER_PROBE_S)
+    from events.log.kafka_io import admin_config
+
+    AdminClient(admin_config(kafka)).list_topics(timeout=BROKER_PROBE_S)
 
 
 def start_with_retry(

@@ -46,6 +46,7 @@ from events.log.kafka_io import (
     producer_config,
     read_to_end,
     watermarks,
+    write_outage,
 )
 from events.log.owners import owners_of, read_owners
 from events.log.topics import (
@@ -715,7 +716,9 @@ class Shard:
         with self.watchdog.bound("flush", TXN_OP_S):
             left = producer.flush(TXN_OP_S)
         if left:
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{left} messages undelivered after {TXN_OP_S:g}s"))
+            why = write_outage(self.config.kafka) or "the brokers answer, but did not acknowledge in time"
+            late = f"{left} writes not acknowledged by Kafka within {TXN_OP_S:g}s: {why}"
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, late))
 
     def close(self) -> None:
         for consumer in (self.command_consumer, self.reader):

@@ -1,6 +1,6 @@
 """Run the whole benchmark suite and write bench/results/<date>.json plus a markdown table.
 
-python -m bench            # e2e, rehydration, scaling curve, projections, dedup, soak, rescale (~30 minutes)
+python -m bench            # e2e, rehydration, scaling, projections, dedup, soak, rescale, secure (~35 minutes)
 python -m bench --quick    # smaller sizes, for a first look
 """
 
@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import dedup, e2e, projections, rehydration, rescale, scaling, soak
+from bench import dedup, e2e, projections, rehydration, rescale, scaling, secure, soak
 from bench.common import RESULTS, console, machine
 
 
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     results["dedup"] = dedup.main(["--orders", "20000" if q else "100000"])
     results["soak"] = soak.main(["--orders", "50000" if q else "200000"])
     results["rescale"] = rescale.main(["--preload", "5000" if q else "20000", "--phase", "10" if q else "20"])
+    results["secure"] = secure.main(["--duration", "10" if q else "20", "--rounds", "1" if q else "2"])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))

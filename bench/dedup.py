@@ -20,6 +20,7 @@ from choreography.config import Settings
 from choreography.system import shard_config
 from choreography.topology import ensure_topics
 from events.log.kafka_io import consumer_config, watermarks
+from events.log.secrets import resolve
 from shop.messages import registry as shop_registry
 from shop.messages.orders import OrderLine, PlaceOrder
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shard.close()
 
     raw_topic = settings.topic_name("order-commands")  # an unused topic of the same shape: raw baseline
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5, "log_level": 3})
+    producer = Producer({**resolve(settings.kafka.client_config()), "linger.ms": 5, "log_level": 3})
     payloads = [(e.aggregate_id.encode(), registry.encode_event(e.envelope, e.payload)) for e in events]
     with Timer() as raw:
         for i in range(len(orders)):

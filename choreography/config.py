@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actors.aggregate import Aggregate
 from choreography.domain import (
@@ -21,6 +21,7 @@ from choreography.domain import (
     resolve,
 )
 from choreography.policies import On, source_services
+from events.log.secrets import env_reference, file_reference, is_reference, is_secret
 from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC
 from events.registry import Registry
 from projections.base import Projection
@@ -31,6 +32,8 @@ ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
 ENV_CONFIG = "CHOREO_CONFIG"
 ENV_TOPIC_PREFIX = "CHOREO_TOPIC_PREFIX"
 ENV_NAMESPACE = "CHOREO_NAMESPACE"
+ENV_KAFKA_PASSWORD = "CHOREO_KAFKA_PASSWORD"
+ENV_KAFKA_PASSWORD_FILE = "CHOREO_KAFKA_PASSWORD_FILE"
 DEFAULT_CONFIG = "cluster.yaml"
 
 
@@ -45,7 +48,21 @@ class Strict(BaseModel):
 class KafkaSettings(Strict):
     bootstrap_servers: str = "127.0.0.1:9092"
     security: dict[str, str] = Field(default_factory=dict)
-    """Extra librdkafka properties, e.g. security.protocol, sasl.mechanism."""
+    """Extra librdkafka properties, e.g. security.protocol, sasl.mechanism. A secret (a property
+    named *password* or *secret*) is only ever a reference, `${env:NAME}` or `${file:PATH}`,
+    resolved by each process that connects (events/log/secrets.py)."""
+
+    @field_validator("security")
+    @classmethod
+    def _secrets_by_reference(cls, security: dict[str, str]) -> dict[str, str]:
+        for key, value in security.items():
+            if is_secret(key) and not is_reference(value):
+                raise ValueError(
+                    f"{key} holds a secret's value; settings travel to every actor, so name where it "
+                    f"lives instead: {env_reference(ENV_KAFKA_PASSWORD)} (or set {ENV_KAFKA_PASSWORD}), "
+                    f"or {file_reference('/path/to/file')}"
+                )
+        return security
 
     def client_config(self) -> dict[str, str]:
         return {"bootstrap.servers": self.bootstrap_servers, **self.security}
@@ -256,6 +273,14 @@ def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source
     data = dict(metadata)
     if env.get(ENV_KAFKA_BOOTSTRAP):
         data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": env[ENV_KAFKA_BOOTSTRAP]}
+    password = (
+        env_reference(ENV_KAFKA_PASSWORD) if env.get(ENV_KAFKA_PASSWORD)
+        else file_reference(env[ENV_KAFKA_PASSWORD_FILE]) if env.get(ENV_KAFKA_PASSWORD_FILE)
+        else None
+    )  # fmt: skip
+    if password is not None:  # the reference, never the value: each process reads it itself
+        kafka = data.get("kafka") or {}
+        data["kafka"] = {**kafka, "security": {"sasl.password": password, **(kafka.get("security") or {})}}
     if env.get(ENV_CLICKHOUSE_DSN):
         data["clickhouse"] = {**data.get("clickhouse", {}), "dsn": env[ENV_CLICKHOUSE_DSN]}
     if env.get(ENV_TOPIC_PREFIX):

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from actors.runtime import actor_options
 from choreography.config import Settings
+from events.log.kafka_io import admin_config
 from events.log.topics import commands_topic, events_topic, policy_group, projection_group, shard_group
 
 log = logging.getLogger("choreo.lag")
@@ -50,7 +51,7 @@ def consumer_groups(settings: Settings) -> list[tuple[str, str, list[str]]]:
 
 
 def consumer_lag(settings: Settings, admin: AdminClient | None = None, timeout: float = 10) -> list[LagRow]:
-    admin = admin or AdminClient({**settings.kafka.client_config(), "log_level": 3})
+    admin = admin or AdminClient(admin_config(settings.kafka.client_config(), log_level=3))
     meta = admin.list_topics(timeout=timeout).topics
     groups = consumer_groups(settings)
     partitions = {

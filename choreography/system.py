@@ -36,6 +36,7 @@ from choreography.rescale import Rescaled, rescale, rescale_runners
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
+from events.log.kafka_io import write_outage
 from events.log.owners import OwnersLog, PartitionOwners, owners_of
 from events.log.reader import read_topic
 from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC, events_topic, partition_for, routes_group
@@ -290,9 +291,11 @@ class System:
                     # A shard a rescale stopped (the map moved its partitions away) is retried where
                     # they went; any other silence is the caller's to retry.
                     if isinstance(exc, GetTimeoutError) or not self._rerouted(service, idx, chunk, commands):
+                        outage = write_outage(self.settings.kafka.client_config())
                         raise ShardUnavailable(
-                            f"no answer from a shard within {timeout:.0f}s ({type(exc).__name__}); "
-                            "resubmit the same commands: they are deduplicated by command id"
+                            f"no answer from a shard within {timeout:.0f}s ({type(exc).__name__})"
+                            + (f"; {outage}" if outage else "")
+                            + "; resubmit the same commands: they are deduplicated by command id"
                         ) from exc
                     pending += chunk
                     continue

@@ -9,12 +9,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from choreography.config import ConfigError, Settings, TopicSpec
+from events.log.kafka_io import admin_config
 
 log = logging.getLogger("choreo.topics")
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({**settings.kafka.client_config(), "log_level": 3})
+    return AdminClient(admin_config(settings.kafka.client_config(), log_level=3))
 
 
 def broker_count(admin: AdminClient, timeout: float = 10.0) -> int:

@@ -14,6 +14,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from choreography.broker.secure import SecureMaterial, ensure_material
 
 POM = Path(__file__).with_name("pom.xml")
 
@@ -77,6 +80,22 @@ def _require_java() -> str:
     return java
 
 
+def free_ports(count: int) -> int:
+    """A base port with `count` free ports after it, for a private broker (or cluster), below the
+    ephemeral range where clients take theirs meanwhile."""
+    import random
+
+    while True:
+        base = random.randrange(20_000, 32_000)
+        try:
+            for p in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -108,14 +127,18 @@ class LocalBroker:
         heap: str = "1g",
         node_id: int = 1,
         voters: str | None = None,
+        secure: bool = False,
     ) -> None:
         """`voters` (`1@127.0.0.1:9093,2@...`): this node is one of a cluster's controller quorum;
-        without, it is a cluster of its own."""
+        without, it is a cluster of its own. `secure`: clients connect with TLS and SCRAM
+        (broker/secure.py); a data dir once started secure stays secure."""
         self.port = port
         self.controller_port = port + 1
         self.node_id = node_id
         self.voters = voters
         self.data_dir = (data_dir or default_data_dir(port)).resolve()
+        self.material = SecureMaterial(self.data_dir / "secure")
+        self.secure = secure or self.material.directory.exists()
         self.cache_dir = cache_dir
         self.heap = heap
         self.pid_file = self.data_dir / "broker.pid"
@@ -136,6 +159,11 @@ class LocalBroker:
         except PermissionError:
             pass
         return pid
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka properties of a client of this broker (secrets by reference)."""
+        security = self.material.client_security() if self.secure else {}
+        return {"bootstrap.servers": f"127.0.0.1:{self.port}", **security}
 
     def status(self) -> BrokerStatus:
         pid = self._pid()
@@ -179,6 +207,9 @@ class LocalBroker:
             "message.max.bytes": "16777216",
             "log.retention.hours": "-1",
         }
+        if self.secure:
+            props.update(self.material.broker_properties(self.port, self.controller_port))
+        self.props_file.touch(mode=0o600)  # a secure broker's holds its keystore password
         self.props_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
     def _format(self, java: str, classpath: str, cluster_id: str | None) -> None:
@@ -190,6 +221,8 @@ class LocalBroker:
         ]  # fmt: skip
         if self.voters is None:
             cmd.append("--standalone")
+        if self.secure:
+            cmd += self.material.scram_users()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
@@ -219,6 +252,13 @@ class LocalBroker:
         jars = ensure_jars(self.cache_dir)
         classpath = f"{jars}/*"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            if (self.data_dir / "logs" / "meta.properties").exists() and not self.material.directory.exists():
+                raise BrokerError(
+                    f"{self.data_dir} holds a plaintext broker's data: "
+                    "`choreo kafka wipe` it, or use another --data-dir"
+                )
+            ensure_material(self.material.directory, os.environ.get("CHOREO_KAFKA_PASSWORD"))
         self._write_properties()
         self._format(java, classpath, cluster_id)
         cmd = [
@@ -238,7 +278,7 @@ class LocalBroker:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(f"the broker exited with code {proc.returncode}; see {self.log_file}")
-            if port_open("127.0.0.1", self.port) and _metadata_ok(self.port):
+            if port_open("127.0.0.1", self.port) and _metadata_ok(self.client_config()):
                 return
             time.sleep(0.3)
         raise BrokerError(f"the broker on port {self.port} did not accept connections within {timeout:.0f}s")
@@ -367,11 +407,13 @@ def _kafka_uuid() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _metadata_ok(port: int) -> bool:
+def _metadata_ok(client: dict[str, Any]) -> bool:
     from confluent_kafka.admin import AdminClient
 
+    from events.log.kafka_io import admin_config
+
     try:
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0})
+        admin = AdminClient(admin_config(client))
         return len(admin.list_topics(timeout=2).brokers) > 0
     except Exception:
         return False

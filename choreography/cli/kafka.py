@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from choreography.broker import LocalBroker, LocalCluster
 from choreography.cli.common import (
@@ -60,10 +61,21 @@ def kafka_start(
     topics: Annotated[bool, typer.Option(help="Create the topics declared in the config.")] = True,
     brokers: BrokersOpt = None,
     broker: BrokerOpt = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Serve clients over SASL_SSL: a throwaway CA and certificate (keytool) and the SCRAM-SHA-512 "
+            "user 'choreo', whose password is CHOREO_KAFKA_PASSWORD when set, else generated. Prints the "
+            "metadata.kafka block for cluster.yaml.",
+        ),
+    ] = False,
 ) -> None:
     """Fetch the broker jars with Maven (once), format storage, start the broker (or a local
     cluster with --brokers 3; --broker N starts one node of it again) and create topics."""
     cluster = _cluster(brokers, broker, port, data_dir, heap)
+    if cluster is not None and secure:
+        raise typer.BadParameter("--secure runs a single broker; leave out --brokers/--broker")
     if cluster is not None:
         with console.status(f"Starting {len(cluster.nodes) if broker is None else 1} Kafka broker(s)..."):
             started = cluster.start(broker)
@@ -72,23 +84,31 @@ def kafka_start(
         if topics and broker is None:
             _create_topics(config, status.bootstrap)
         return
-    single = LocalBroker(port=port, data_dir=data_dir, heap=heap)
+    single = LocalBroker(port=port, data_dir=data_dir, heap=heap, secure=secure)
     with console.status(f"Starting Kafka on 127.0.0.1:{port}..."):
         s, launched = single.start()
+    how = " over SASL_SSL, SCRAM-SHA-512" if single.secure else ""
     if launched:
-        console.print(f"[green]Kafka started[/] on {s.bootstrap} (pid {s.pid}, data {s.data_dir})")
+        console.print(f"[green]Kafka started[/] on {s.bootstrap}{how} (pid {s.pid}, data {s.data_dir})")
     else:
         who = f"pid {s.pid}" if s.pid else "not started by choreo"
-        console.print(f"[yellow]Kafka is already running[/] on {s.bootstrap} ({who})")
+        console.print(f"[yellow]Kafka is already running[/] on {s.bootstrap}{how} ({who})")
+    security = single.client_config()
+    security.pop("bootstrap.servers")
+    if security:
+        block = {"kafka": {"bootstrap_servers": s.bootstrap, "security": security}}
+        console.print("Clients connect with this block under `metadata:` in cluster.yaml (the password by reference):")
+        console.print(yaml.safe_dump(block, sort_keys=False), markup=False, highlight=False)
     if topics:
-        _create_topics(config, f"127.0.0.1:{port}")
+        _create_topics(config, f"127.0.0.1:{port}", security)
 
 
-def _create_topics(config: Path | None, bootstrap: str) -> None:
+def _create_topics(config: Path | None, bootstrap: str, security: dict[str, str] | None = None) -> None:
     from choreography.topology import ensure_topics
 
     settings = settings_for(config)
-    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})})
+    kafka = {"bootstrap_servers": bootstrap} | ({"security": security} if security is not None else {})
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update=kafka)})
     require_broker(settings)
     logging.basicConfig(level=logging.WARNING, format="  %(message)s")
     created = ensure_topics(settings)
@@ -132,10 +152,12 @@ def kafka_status(port: PortOpt = 9092, data_dir: DataDirOpt = None, brokers: Bro
         if not any(b.running for b in status.brokers):
             raise typer.Exit(1)
         return
-    s = LocalBroker(port=port, data_dir=data_dir).status()
+    single = LocalBroker(port=port, data_dir=data_dir)
+    s = single.status()
     if s.running:
         who = f"pid {s.pid}" if s.pid else "not started by choreo"
-        console.print(f"[green]running[/] on {s.bootstrap} ({who}), data {s.data_dir}")
+        how = " over SASL_SSL" if single.secure else ""
+        console.print(f"[green]running[/] on {s.bootstrap}{how} ({who}), data {s.data_dir}")
     else:
         console.print(f"[red]not running[/] on {s.bootstrap}")
         raise typer.Exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from events.log.secrets import resolve
+
 TXN_OP_S = 15.0
 """Longest wait for one step of a transaction (flush, offsets, commit). A step that takes longer
 (the broker died mid-transaction) restarts the actor, which fences and aborts it: quicker than
@@ -25,7 +28,7 @@ waiting out the transaction, and never a permanent state."""
 
 def producer_config(base: dict[str, str], transactional_id: str | None = None) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        **base,
+        **resolve(base),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -45,7 +48,7 @@ def producer_config(base: dict[str, str], transactional_id: str | None = None) -
 
 def consumer_config(base: dict[str, str], group_id: str, **extra: Any) -> dict[str, Any]:
     return {
-        **base,
+        **resolve(base),
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -59,6 +62,41 @@ def consumer_config(base: dict[str, str], group_id: str, **extra: Any) -> dict[s
         "log_level": 3,
         **extra,
     }
+
+
+def admin_config(base: dict[str, str], log_level: int = 0) -> dict[str, Any]:
+    return {**resolve(base), "log_level": log_level}
+
+
+def _accepts_connections(address: str, timeout: float) -> bool:
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def write_outage(kafka: dict[str, str], timeout: float = 3.0) -> str | None:
+    """Why Kafka may take no writes now (brokers that accept no connections, partitions without a
+    leader), for error messages; None when every broker it knows of answers."""
+    known = {a.strip() for a in kafka.get("bootstrap.servers", "").split(",") if a.strip()}
+    leaderless = 0
+    try:
+        metadata = AdminClient(admin_config(kafka)).list_topics(timeout=timeout)
+        known |= {f"{b.host}:{b.port}" for b in metadata.brokers.values()}
+        leaderless = sum(p.leader < 0 for t in metadata.topics.values() for p in t.partitions.values())
+    except KafkaException:
+        return "no Kafka broker answers"
+    down = sorted(a for a in known if not _accepts_connections(a, timeout))
+    if not down and not leaderless:
+        return None
+    return (
+        f"{len(known) - len(down)} of {len(known)} Kafka brokers reachable"
+        + (f" (down: {', '.join(down)})" if down else "")
+        + (f", {leaderless} partitions without a leader" if leaderless else "")
+        + "; a topic takes writes only while min.insync.replicas of its replicas are in sync"
+    )
 
 
 def data_messages(msgs: list[Message]) -> Iterator[Message]:
@@ -192,7 +230,7 @@ def committed_starts(kafka: dict[str, str], group: str, partitions: list[TopicPa
     minutes (UNSTABLE_OFFSET_COMMIT); librdkafka then waits, and consumes nothing meanwhile."""
     if not partitions:
         return []
-    admin = AdminClient({**kafka, "log_level": 0})
+    admin = AdminClient(admin_config(kafka))
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(tp.topic, tp.partition) for tp in partitions])]
     deadline = time.monotonic() + 30
     while True:

@@ -5,9 +5,6 @@ so other tests keep theirs."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import threading
 import time
 import uuid
@@ -21,33 +18,11 @@ from choreography.config import KafkaSettings
 from choreography.errors import ShardUnavailable
 from shop.invariants import audit
 from shop.messages import AddStock, OrderLine, PlaceOrder
+from tests.e2e.faults import free_ports, sigkill
 from tests.integration.conftest import read_log
 from tests.integration.workload import wait_projections_caught_up
 
 DOWN_S = 12
-
-
-def _free_port_pair() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-
-
-def _sigkill(broker: LocalBroker) -> None:
-    pid = broker.status().pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    broker.pid_file.unlink(missing_ok=True)
-    deadline = time.monotonic() + 10
-    while broker.status().running and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 @pytest.mark.xfail(
@@ -58,7 +33,7 @@ def _sigkill(broker: LocalBroker) -> None:
     "their accepted events stay hidden",
 )
 def test_the_write_side_survives_two_broker_kills_under_load(make_settings, start_system, tmp_path: Path) -> None:
-    broker = LocalBroker(port=_free_port_pair(), data_dir=tmp_path / "kafka", heap="512m")
+    broker = LocalBroker(port=free_ports(2), data_dir=tmp_path / "kafka", heap="512m")
     broker.start()
     try:
         settings = make_settings(shards=2, partitions=4)
@@ -102,7 +77,7 @@ def test_the_write_side_survives_two_broker_kills_under_load(make_settings, star
         try:
             for _ in range(2):
                 time.sleep(5)
-                _sigkill(broker)
+                sigkill(broker)
                 time.sleep(DOWN_S)
                 broker.start()
                 back = time.monotonic()

@@ -6,8 +6,6 @@ every broker, the controller and under-replicated partitions; one broker stops a
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -17,26 +15,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from events.log.kafka_io import producer_config
+from tests.e2e.faults import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_ports(count: int) -> int:
-    """A base port with `count` free ports after it, below the ephemeral range (where Ray and the
-    clients of other tests take theirs meanwhile)."""
-    while True:
-        base = random.randrange(20_000, 32_000)
-        try:
-            for p in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-
-
 def test_a_three_broker_cluster_keeps_writing_through_the_loss_of_one(tmp_path: Path) -> None:
-    port = _free_ports(6)
+    port = free_ports(6)
     where = ["--port", str(port), "--data-dir", str(tmp_path / "kafka")]
 
     def choreo(*args: str) -> subprocess.CompletedProcess[str]:
