@@ -25,7 +25,7 @@ from events.log.secrets import env_reference, file_reference, is_reference, is_s
 from events.log.topics import DLQ_TOPIC, OWNERS_TOPIC
 from events.registry import Registry
 from projections.base import Projection
-from projections.dsn import redacted
+from projections.dsn import redacted, with_password
 
 ENV_KAFKA_BOOTSTRAP = "CHOREO_KAFKA_BOOTSTRAP"
 ENV_CLICKHOUSE_DSN = "CHOREO_CLICKHOUSE_DSN"
@@ -33,7 +33,8 @@ ENV_CONFIG = "CHOREO_CONFIG"
 ENV_TOPIC_PREFIX = "CHOREO_TOPIC_PREFIX"
 ENV_NAMESPACE = "CHOREO_NAMESPACE"
 ENV_KAFKA_PASSWORD = "CHOREO_KAFKA_PASSWORD"
-ENV_KAFKA_PASSWORD_FILE = "CHOREO_KAFKA_PASSWORD_FILE"
+ENV_CLICKHOUSE_PASSWORD = "CHOREO_CLICKHOUSE_PASSWORD"
+"""Either password may instead be in a file named by the variable with `_FILE` appended."""
 DEFAULT_CONFIG = "cluster.yaml"
 
 
@@ -273,16 +274,16 @@ def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source
     data = dict(metadata)
     if env.get(ENV_KAFKA_BOOTSTRAP):
         data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": env[ENV_KAFKA_BOOTSTRAP]}
-    password = (
-        env_reference(ENV_KAFKA_PASSWORD) if env.get(ENV_KAFKA_PASSWORD)
-        else file_reference(env[ENV_KAFKA_PASSWORD_FILE]) if env.get(ENV_KAFKA_PASSWORD_FILE)
-        else None
-    )  # fmt: skip
+    password = _secret_reference(env, ENV_KAFKA_PASSWORD)
     if password is not None:  # the reference, never the value: each process reads it itself
         kafka = data.get("kafka") or {}
         data["kafka"] = {**kafka, "security": {"sasl.password": password, **(kafka.get("security") or {})}}
     if env.get(ENV_CLICKHOUSE_DSN):
         data["clickhouse"] = {**data.get("clickhouse", {}), "dsn": env[ENV_CLICKHOUSE_DSN]}
+    clickhouse_password = _secret_reference(env, ENV_CLICKHOUSE_PASSWORD)
+    dsn = (data.get("clickhouse") or {}).get("dsn")
+    if clickhouse_password and isinstance(dsn, str) and dsn.startswith("http"):  # a server's, by reference
+        data["clickhouse"] = {**data["clickhouse"], "dsn": with_password(dsn, clickhouse_password)}
     if env.get(ENV_TOPIC_PREFIX):
         data["topic_prefix"] = env[ENV_TOPIC_PREFIX]
     if env.get(ENV_NAMESPACE):
@@ -301,6 +302,16 @@ def settings_from_metadata(metadata: dict[str, Any], env: dict[str, str], source
             "python_path": [str(Path(d).resolve()) for d in settings.python_path],
         }
     )
+
+
+def _secret_reference(env: dict[str, str], variable: str) -> str | None:
+    """The reference to a secret the environment provides (`variable`, or the file `variable_FILE`
+    names): settings carry it, never the value, and each process that connects reads it."""
+    if env.get(variable):
+        return env_reference(variable)
+    if env.get(f"{variable}_FILE"):
+        return file_reference(env[f"{variable}_FILE"])
+    return None
 
 
 def resolve_dsn(dsn: str) -> str:

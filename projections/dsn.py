@@ -1,9 +1,13 @@
 """ClickHouse DSNs as they may be shown: an `http://user:password@host` DSN never prints its
-password, in errors, logs or reprs."""
+password, in errors, logs or reprs. The password may be a reference, `${env:NAME}` or
+`${file:PATH}`, which the process that connects reads (events/log/secrets.py): then the DSN that
+travels to the projection host carries no secret."""
 
 from __future__ import annotations
 
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from events.log.secrets import is_reference, resolve
 
 
 def redacted(dsn: str) -> str:
@@ -14,6 +18,23 @@ def redacted(dsn: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def with_password(dsn: str, password: str) -> str:
+    """The DSN with `password` (a value, or a reference) as its password; the user `default`
+    when it names none."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or 'default'}:{quote(password, safe='')}@{host}"))
+
+
+def resolved(dsn: str) -> str:
+    """The DSN to connect with: a password given by reference read now, by this process."""
+    password = urlsplit(dsn).password
+    reference = unquote(password) if password is not None else None
+    if reference is None or not is_reference(reference):
+        return dsn
+    return with_password(dsn, resolve({"the ClickHouse password": reference})["the ClickHouse password"])
 
 
 def scrubbed(text: str, dsn: str) -> str:

@@ -12,7 +12,7 @@ from clickhouse_connect.driver.binding import finalize_query
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from projections.base import POSITION_COLUMNS, Row, Table
-from projections.dsn import redacted, scrubbed
+from projections.dsn import redacted, resolved, scrubbed
 from projections.errors import QueryError, SinkUnavailable
 from projections.readonly import check_read_only
 
@@ -31,10 +31,11 @@ class QueryResult:
 
 def connect(dsn: str, **options: Any) -> Any:
     """A clickhouse-connect client; a failure raises SinkUnavailable, which never holds the password."""
+    real = resolved(dsn)
     try:
-        return clickhouse_connect.get_client(dsn=dsn, **options)
+        return clickhouse_connect.get_client(dsn=real, **options)
     except Exception as exc:
-        message = scrubbed(" ".join(str(exc).split()), dsn)
+        message = scrubbed(" ".join(str(exc).split()), real)
         raise SinkUnavailable(f"cannot connect to ClickHouse at {redacted(dsn)}: {message}") from None
 
 

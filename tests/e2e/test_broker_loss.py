@@ -206,5 +206,7 @@ def test_three_brokers_ride_out_the_loss_of_one_and_stop_writes_without_two(tmp_
         assert sum(result.outcomes.values()) == len(load.orders), "every saga ends"
         wait_projections_caught_up(system, log)
         assert system.query("SELECT count(), uniqExact(event_id) FROM events_raw").rows[0] == (len(log), len(log))
+        ended = "SELECT count() FROM orders FINAL WHERE status IN ('confirmed', 'cancelled', 'rejected')"
+        assert system.query(ended).scalar() == len(load.orders), "ClickHouse sees every saga end once"
     finally:
         cluster.stop()

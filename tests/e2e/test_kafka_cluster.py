@@ -14,7 +14,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from events.log.kafka_io import producer_config
+from events.log.kafka_io import producer_config, write_outage
 from tests.e2e.faults import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +51,8 @@ def test_a_three_broker_cluster_keeps_writing_through_the_loss_of_one(tmp_path: 
             assert time.monotonic() < deadline, "node 2's replicas never fell out of sync"
             time.sleep(1)
         assert degraded.stdout.count("running") == 2 and "stopped" in degraded.stdout
+        outage = write_outage({"bootstrap.servers": bootstrap})
+        assert outage is not None and outage.startswith(f"2 of 3 Kafka brokers reachable (down: 127.0.0.1:{port + 2})")
         producer = Producer(producer_config({"bootstrap.servers": bootstrap}))
         delivered: list[object] = []
         for i in range(100):
@@ -63,6 +65,7 @@ def test_a_three_broker_cluster_keeps_writing_through_the_loss_of_one(tmp_path: 
             assert time.monotonic() < deadline, healed.stdout
             time.sleep(2)
         assert healed.stdout.count("running") == 3
+        assert write_outage({"bootstrap.servers": bootstrap}) is None
     finally:
         ended = choreo("stop")
     after = choreo("status")
