@@ -45,10 +45,14 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| scenario | figure | same-run baseline | ratio |",
         "|---|---|---|---|",
-        f"| e2e orders/s (closed loop) | {c['sagas_per_s']:,.0f} | eventsourcing 9.x on SQLite: "
-        f"{e['baselines']['peer_eventsourcing_sqlite']['orders_per_s']:,.0f} | {e['ratios']['choreo_to_peer']:.1f}x |",
-        f"| e2e vs raw Kafka moving the same {c['messages_moved']:,} messages | {c['sagas_per_s']:,.0f} orders/s | "
-        f"{e['baselines']['raw_kafka']['messages_per_s']:,.0f} msg/s | {e['ratios']['choreo_to_raw_kafka']:.2f} |",
+        f"| e2e orders/s (closed loop) | {c['sagas_per_s']:,.0f} | eventsourcing 9.x, cache on, SQLite WAL "
+        f"synchronous=NORMAL: {e['baselines']['peer_eventsourcing_sqlite']['orders_per_s']:,.0f} | "
+        f"{e['ratios']['choreo_to_peer_sqlite']:.1f}x |",
+        f"| e2e orders/s (closed loop) | {c['sagas_per_s']:,.0f} | eventsourcing 9.x, cache on, in memory: "
+        f"{e['baselines']['peer_eventsourcing_memory']['orders_per_s']:,.0f} | {e['ratios']['choreo_to_peer_memory']:.1f}x |",
+        f"| e2e events stored/s ({e['events_per_order']:.1f} per order) | "
+        f"{c['sagas_per_s'] * e['events_per_order']:,.0f} | raw Kafka floor (txns of 2,000, read_committed): "
+        f"{e['baselines']['raw_kafka_floor']['messages_per_s']:,.0f} msg/s | {e['ratios']['choreo_to_raw_kafka_floor']:.2f} |",
         f"| e2e latency place -> terminal p50 / p99 | {c['latency_ms']['start_to_terminal']['p50']:,.0f} / "
         f"{c['latency_ms']['start_to_terminal']['p99']:,.0f} ms | | |",
         f"| rehydration from zero, events/s | {h['rehydration_events_per_s_from_zero']:,.0f} | raw consume "
@@ -77,6 +81,12 @@ def markdown(r: dict[str, Any]) -> str:
         f"| live rescale 2 -> 4 -> 2 shards under load: slowest client call | {m['longest_call_live_s']:.2f} s | "
         f"stop-the-world rescale: {m['longest_call_stop_the_world_s']:.2f} s | "
         f"{m['ratio_live_to_stop_the_world']:.2f} |"
+    )
+    s = {row["scenario"]: row for row in r["secure"]["rows"]}
+    plain, tls = s["plaintext"], s["SASL_SSL + SCRAM-SHA-512"]
+    lines.append(
+        f"| loadtest over SASL_SSL + SCRAM-SHA-512 | {tls['sagas_per_s']:,.0f} sagas/s | plaintext: "
+        f"{plain['sagas_per_s']:,.0f} | {r['secure']['ratios']['loadtest_secure_to_plaintext']:.2f} |"
     )
     for point in r["scaling"]:
         lines.append(

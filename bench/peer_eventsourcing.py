@@ -26,6 +26,8 @@ import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.domain import Aggregate, DomainEventProtocol, event
 from eventsourcing.persistence import Recording
+from eventsourcing.sqlite import SQLiteConnectionPool
 from eventsourcing.system import ProcessApplication, SingleThreadedRunner, System
 from eventsourcing.utils import get_topic
 
@@ -471,6 +474,26 @@ def sqlite_files(db_path: str | Path) -> dict[str, Path]:
     return {cls.name: base.with_name(f"{base.stem}-{cls.name.lower()}.sqlite") for cls in APPS}
 
 
+@contextmanager
+def sqlite_synchronous(level: str) -> Iterator[None]:
+    """Every SQLite connection the library opens meanwhile runs `PRAGMA synchronous=<level>`
+    (the library has no setting for it; its pools open their connections when the runner starts)."""
+    if level.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {level!r}")
+    original = SQLiteConnectionPool._create_connection
+
+    def create(pool: SQLiteConnectionPool) -> Any:
+        connection = original(pool)
+        connection._sqlite_conn.execute(f"PRAGMA synchronous={level.upper()};")
+        return connection
+
+    SQLiteConnectionPool._create_connection = create  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SQLiteConnectionPool._create_connection = original  # type: ignore[method-assign]
+
+
 def make_env(persistence: str, files: dict[str, Path], aggregate_cache: int) -> dict[str, str]:
     if persistence == "memory":
         env = {"PERSISTENCE_MODULE": "eventsourcing.popo"}  # the default; explicit so os.environ can't override
@@ -534,13 +557,17 @@ def run_peer(
     db_path: str | None = None,
     persistence: str = "sqlite",
     aggregate_cache: int = 0,
+    synchronous: str = "FULL",
 ) -> dict[str, Any]:
     """Run `orders` orders through the System and return throughput and outcomes.
 
     `persistence` is "sqlite" (one file per application, in a temporary directory removed
     afterwards, or next to `db_path` as `<stem>-<app>.sqlite` and kept) or "memory" (POPO).
     `aggregate_cache` > 0 turns on the library's aggregate cache (default off: every policy call
-    reads the aggregate's events back from the store, the library's default behaviour)."""
+    reads the aggregate's events back from the store, the library's default behaviour).
+    `synchronous`: SQLite's `PRAGMA synchronous` on every connection. The library opens file
+    databases in WAL mode and leaves SQLite's default, FULL (an fsync per commit); NORMAL in WAL
+    mode syncs at checkpoints, as the Kafka side (no fsync per message) does."""
     if not 1 <= lines <= len(SKUS):
         raise ValueError(f"lines must be between 1 and {len(SKUS)}")
     if persistence not in ("sqlite", "memory"):
@@ -552,30 +579,33 @@ def run_peer(
         existing = [str(p) for p in files.values() if p.exists()]
         if existing:
             raise FileExistsError(f"refusing to reuse existing databases: {existing}")
-    runner: SingleThreadedRunner[UUID] = SingleThreadedRunner(SYSTEM, env=make_env(persistence, files, aggregate_cache))
-    try:
-        runner.start()
-        inventory = runner.get(Inventory)
-        for sku in SKUS:
-            inventory.add_stock(sku, 3 * orders)  # plenty: an order asks at most 3 of a SKU
-        inventory.add_stock(SCARCE_SKU, 1)
-        app = runner.get(Orders)
+    with sqlite_synchronous(synchronous):  # the pools open connections on demand: for the whole run
+        runner: SingleThreadedRunner[UUID] = SingleThreadedRunner(
+            SYSTEM, env=make_env(persistence, files, aggregate_cache)
+        )
+        try:
+            runner.start()
+            inventory = runner.get(Inventory)
+            for sku in SKUS:
+                inventory.add_stock(sku, 3 * orders)  # plenty: an order asks at most 3 of a SKU
+            inventory.add_stock(SCARCE_SKU, 1)
+            app = runner.get(Orders)
 
-        t0 = time.perf_counter()
-        for c in commands:
-            app.place_order(**c)  # returns after the whole cascade has been processed
-        seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for c in commands:
+                app.place_order(**c)  # returns after the whole cascade has been processed
+            seconds = time.perf_counter() - t0
 
-        # Nothing can still be in flight: the runner processed every prompt inside place_order.
-        unfinished = [c["order_id"] for c in commands if app.terminal_events[c["order_id"]] != 1]
-        if unfinished:
-            raise AssertionError(f"{len(unfinished)} orders not (exactly once) terminal when the timer stopped")
-        checked = verify(runner, commands)
-        recorded = {cls.name: runner.get(cls).recorder.max_notification_id() or 0 for cls in APPS}
-    finally:
-        runner.stop()
-        if tmp is not None:
-            tmp.cleanup()
+            # Nothing can still be in flight: the runner processed every prompt inside place_order.
+            unfinished = [c["order_id"] for c in commands if app.terminal_events[c["order_id"]] != 1]
+            if unfinished:
+                raise AssertionError(f"{len(unfinished)} orders not (exactly once) terminal when the timer stopped")
+            checked = verify(runner, commands)
+            recorded = {cls.name: runner.get(cls).recorder.max_notification_id() or 0 for cls in APPS}
+        finally:
+            runner.stop()
+            if tmp is not None:
+                tmp.cleanup()
 
     events = sum(recorded.values()) - SEED_EVENTS
     return {
@@ -591,6 +621,7 @@ def run_peer(
         "runner": "SingleThreadedRunner",
         "library": f"eventsourcing {version('eventsourcing')}",
         "aggregate_cache": aggregate_cache,
+        **({"sqlite": f"WAL, synchronous={synchronous}"} if persistence == "sqlite" else {}),
         "lines": lines,
         "seed": seed,
         **({"db_files": [str(p) for p in files.values()]} if persistence == "sqlite" and db_path else {}),
@@ -608,10 +639,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--db-path", default=None, help="keep the SQLite files as <stem>-<app>.sqlite next to this path")
     p.add_argument("--persistence", choices=["sqlite", "memory"], default="sqlite")
     p.add_argument("--aggregate-cache", type=int, default=0, help="library aggregate cache size (0 = off, the default)")
+    p.add_argument("--synchronous", default="FULL", help="SQLite PRAGMA synchronous (FULL is SQLite's default)")
     a = p.parse_args(argv)
     result = run_peer(
         orders=a.orders, lines=a.lines, seed=a.seed, declines=a.declines, ship_failures=a.ship_failures,
         stockouts=a.stockouts, db_path=a.db_path, persistence=a.persistence, aggregate_cache=a.aggregate_cache,
+        synchronous=a.synchronous,
     )  # fmt: skip
     print(json.dumps(result, indent=2))
 

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     report("secure", rows, {"runs": runs, "ratios": ratios})
     console.print(", ".join(f"{k}: {v:.2f}" for k, v in ratios.items()))
-    return ratios
+    return {"rows": rows, "ratios": ratios}
 
 
 if __name__ == "__main__":
