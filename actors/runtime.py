@@ -156,6 +156,12 @@ def exit_when_stuck() -> Watchdog:
     return Watchdog(partial(exit_soon, delay_s=0.0))
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) this process has used: the loadtest's cost model reads it."""
+    times = os.times()
+    return times.user + times.system
+
+
 def rss_mb() -> float | None:
     """This process's resident memory in MB (Linux), for status reports; None elsewhere."""
     try:

@@ -15,7 +15,15 @@ from confluent_kafka import KafkaException
 
 from actors.declared import load_aggregate
 from actors.outcomes import Outcome, ShardUnavailable
-from actors.runtime import actor_options, exit_soon, exit_when_stuck, rss_mb, start_with_retry, tune_gc
+from actors.runtime import (
+    actor_options,
+    cpu_s,
+    exit_soon,
+    exit_when_stuck,
+    rss_mb,
+    start_with_retry,
+    tune_gc,
+)
 from actors.shard import Shard, ShardConfig, ShardFenced
 from events.base import Command, DomainModel
 from events.declared import load_registry
@@ -211,6 +219,7 @@ class ShardActor:
             "phase": self.phase,
             "detail": self.detail,
             "rss_mb": rss_mb(),
+            "cpu_s": cpu_s(),
         }
         shard = self._shard
         if shard is not None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from choreography.cpu import Sample as CpuSample
+from choreography.cpu import cost, sample
 from choreography.errors import ShardUnavailable
 from choreography.lag import consumer_lag
 from choreography.system import System
@@ -118,6 +120,8 @@ class LoadTest:
         self.visible_at: dict[str, float] = {}
         self.errors: Counter[str] = Counter()
         self.samples: list[Sample] = []
+        self.cpu_before: CpuSample | None = None
+        self.cpu_started = time.monotonic()
         visible = workload.visible_projection
         self.visible_projection = visible if visible in system.projection_hosts else None
 
@@ -147,9 +151,18 @@ class LoadTest:
         for wave in waves:
             self._submit(wave)
 
+    def _cpu_sample(self) -> CpuSample | None:
+        try:
+            return sample(self.system)
+        except Exception:  # the cost model is informative; never fail the run for it
+            self.errors["cpu_sample_failed"] += 1
+            return None
+
     def run_load(self, observer: SagaObserver, on_tick: Any = None) -> float:
         spec = self.spec
+        self.cpu_before = self._cpu_sample()
         started = time.monotonic()
+        self.cpu_started = started
         limit = spec.sagas if spec.sagas is not None else 1 << 62
         next_sample = started
         while True:
@@ -214,6 +227,8 @@ class LoadTest:
     # ---- report ----------------------------------------------------------------------
 
     def report(self, observer: SagaObserver, load_seconds: float) -> dict[str, Any]:
+        cpu_after = self._cpu_sample()
+        cpu_seconds = time.monotonic() - self.cpu_started
         ended = dict(observer.ended)
         to_terminal = [(ended[o][1] - t) * 1000 for o, t in self.started_at.items() if o in ended]
         to_visible = [(self.visible_at[o] - t) * 1000 for o, t in self.started_at.items() if o in self.visible_at]
@@ -241,6 +256,9 @@ class LoadTest:
             "stages_per_s": {k: v / completion_span for k, v in stage_totals.items()} if completion_span else {},
             "errors": dict(self.errors),
             "invariants": invariants,
+            "cpu": cost(self.cpu_before, cpu_after, len(ended), cpu_seconds)
+            if self.cpu_before is not None and cpu_after is not None
+            else [],
             "timeline": [asdict(s) for s in self.samples],
             "baselines": {},
         }
@@ -310,6 +328,15 @@ def plot(report: dict[str, Any], output: Path) -> list[Path]:
     ax.legend()
     ax.set_title("Consumer lag")
     paths.append(_save(plt, fig, output / "lag.png"))
+
+    if report["cpu"]:
+        roles = [r for r in report["cpu"] if r["role"] != "total"]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.barh([r["role"] for r in roles], [r["cpu_ms_per_order"] for r in roles])
+        ax.invert_yaxis()
+        ax.set_xlabel("CPU ms per order")
+        ax.set_title(f"CPU cost per role: {report['cpu'][-1]['cpu_ms_per_order']:.2f} ms per order in total")
+        paths.append(_save(plt, fig, output / "cpu.png"))
     return paths
 
 

@@ -12,7 +12,7 @@ import ray
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
-from actors.runtime import Watchdog, actor_options, exit_when_stuck, rss_mb, start_with_retry, tune_gc
+from actors.runtime import Watchdog, actor_options, cpu_s, exit_when_stuck, rss_mb, start_with_retry, tune_gc
 from choreography.domain import load_registry, load_wiring
 from choreography.policies import run_policies, source_services
 from events.base import Command
@@ -169,11 +169,12 @@ class PolicyRunnerActor:
     def info(self) -> dict[str, Any]:
         r = self.runner
         if r is None:
-            return {"pid": os.getpid(), "phase": "starting", "detail": self.detail}
+            return {"pid": os.getpid(), "phase": "starting", "detail": self.detail, "cpu_s": cpu_s()}
         return {
             "pid": os.getpid(),
             "phase": "running",
             "rss_mb": rss_mb(),
+            "cpu_s": cpu_s(),
             "events": r.events,
             "commands": r.commands,
             "dead_letters": r.dead_letters,

@@ -18,7 +18,7 @@ import ray
 from confluent_kafka import Message, Producer
 from ray.util.metrics import Counter
 
-from actors.runtime import actor_options, on_head_node, tune_gc
+from actors.runtime import actor_options, cpu_s, on_head_node, rss_mb, tune_gc
 from events.base import StoredEvent
 from events.declared import load_registry
 from events.log.dlq import dead_letter_from, send_dead_letter
@@ -170,6 +170,10 @@ class ProjectionHost:
         runner.totals = live.totals
         self.runners[name] = runner
         log.info("projection %s: rebuilt tables are live at %s", name, runner.positions())
+
+    def process(self) -> dict[str, Any]:
+        """This host's process: pid, resident memory and CPU seconds (the loadtest's cost model)."""
+        return {"pid": os.getpid(), "rss_mb": rss_mb(), "cpu_s": cpu_s()}
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per projection: events and rows this run, poison and parked events, whether paused,

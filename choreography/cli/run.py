@@ -227,3 +227,11 @@ def _print_load_summary(report: dict[str, Any]) -> None:
     inv = report["invariants"]
     table.add_row("invariants", "[green]ok[/]" if inv["ok"] else f"[red]BROKEN[/] {inv['violations'][:3]}")
     console.print(table)
+    if report["cpu"]:
+        cpu = Table(title=f"CPU per role over the run ({report['completed']:,} orders completed)")
+        for col in ("role", "processes", "CPU s", "CPU ms/order", "share of one core"):
+            cpu.add_column(col, justify="left" if col == "role" else "right")
+        for row in report["cpu"]:
+            cpu.add_row(row["role"], str(row["processes"]), f"{row['cpu_s']:,.1f}",
+                        f"{row['cpu_ms_per_order']:.2f}", f"{row['share_of_one_core']:.0%}")  # fmt: skip
+        console.print(cpu)

@@ -1,5 +1,6 @@
 """`choreo loadtest` as a user runs it: a short open-loop run whose JSON report must be complete
-and whose invariant check must pass. The numbers themselves are not asserted."""
+(with the CPU cost per role) and whose invariant check must pass. The numbers themselves are not
+asserted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,8 +56,17 @@ def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap
     assert report["workload"]["mix"] == {"declines": "0.3"}
     assert report["outcomes"]["cancelled"] > report["outcomes"]["rejected"]  # declined cards (30%) cancel
     assert report["timeline"] and report["timeline"][-1]["completed"] == report["sagas"]
-    for png in ("throughput.png", "latency.png", "lag.png"):
+    for png in ("throughput.png", "latency.png", "lag.png", "cpu.png"):
         assert (out / png).stat().st_size > 1000
+
+    cpu = {row["role"]: row for row in report["cpu"]}
+    roles = {"Kafka broker", "order shards", "inventory shards", "payment shards", "shipping shards",
+             "policy runners", "projection hosts", "Ray daemons", "client", "total"}  # fmt: skip
+    assert set(cpu) == roles, cpu.keys()
+    assert all(cpu[role]["processes"] >= 1 and cpu[role]["cpu_s"] > 0 for role in roles), cpu
+    assert cpu["total"]["cpu_s"] == pytest.approx(sum(row["cpu_s"] for role, row in cpu.items() if role != "total"))
+    assert cpu["total"]["cpu_ms_per_order"] == pytest.approx(1000 * cpu["total"]["cpu_s"] / report["completed"])
+    assert "CPU per role over the run" in proc.stdout and "CPU ms/order" in proc.stdout
 
 
 def test_the_demo_runs_sagas_end_to_end_and_summarises_them(tmp_path: Path, kafka_bootstrap: str) -> None:
