@@ -25,6 +25,7 @@ from shop.messages import registry as shop_registry
 from shop.messages.inventory import ReserveStock, ShipStock, StockShipped
 from tests.integration.conftest import read_log
 from tests.integration.test_redrive import EVENT_TOPICS, event_counts, raw_messages
+from tests.integration.workload import wait_projections_caught_up
 
 ORDERS = 600
 SKUS = [f"SKU-{i:02d}" for i in range(12)]
@@ -99,13 +100,17 @@ def test_redrive_while_orders_flow_keeps_every_invariant(make_settings, start_sy
     unknown_orders = [letter for letter in system.dead_letters() if letter not in parked]
     assert all("not_found" in letter.error for letter in unknown_orders)
 
+    # A projection's letter is redriven once the projection has read past it ("try later" before):
+    # on a busy machine it may still be behind the early orders.
+    wait_projections_caught_up(system, read_log(settings, "order-events"))
     flowing = threading.Thread(target=place, args=(places[200:],))
     flowing.start()
     time.sleep(0.5)
     results = system.redrive()  # --all, while orders flow
     flowing.join()
     outcome = {r.letter.letter_id: r.result for r in results}
-    assert {outcome[letter.letter_id] for letter in parked} == {"done"}, results
+    not_done = [(r.letter.stage, r.result, r.detail) for r in results if r.letter in parked and r.result != "done"]
+    assert not_done == [], not_done
     assert {outcome[letter.letter_id] for letter in unknown_orders} == {"parked again"}, results
     assert len(system.dead_letters()) == len(parked) + 2 * SIDE
 
