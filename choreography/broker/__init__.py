@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -83,8 +84,6 @@ def _require_java() -> str:
 def free_ports(count: int) -> int:
     """A base port with `count` free ports after it, for a private broker (or cluster), below the
     ephemeral range where clients take theirs meanwhile."""
-    import random
-
     while True:
         base = random.randrange(20_000, 32_000)
         try:
@@ -209,8 +208,8 @@ class LocalBroker:
         }
         if self.secure:
             props.update(self.material.broker_properties(self.port, self.controller_port))
-        self.props_file.touch(mode=0o600)  # a secure broker's holds its keystore password
         self.props_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self.props_file.chmod(0o600)  # a secure broker's holds its keystore password
 
     def _format(self, java: str, classpath: str, cluster_id: str | None) -> None:
         if (self.data_dir / "logs" / "meta.properties").exists():
