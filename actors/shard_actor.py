@@ -44,6 +44,11 @@ class ShardActor:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         tune_gc()
         self.config = config
+        # Declared code is imported here, before any call: a call's commands import their modules as
+        # they unpickle, and two threads importing one package at once can deadlock on its module
+        # locks (Python then raises _DeadlockError in one of them).
+        self.aggregate = self._aggregate()
+        self.registry = load_registry({config.service: config.messages})
         self.phase = "starting"
         self.detail = ""
         self._shard: Shard | None = None
@@ -76,12 +81,7 @@ class ShardActor:
         """Fence the predecessor and rehydrate, retrying while the broker is unreachable."""
         self.phase = "rehydrating"
         shard = start_with_retry(
-            lambda: Shard(
-                self.config,
-                self._aggregate(),
-                load_registry({self.config.service: self.config.messages}),
-                self.watchdog,
-            ),
+            lambda: Shard(self.config, self.aggregate, self.registry, self.watchdog),
             self.config.kafka,
             self.stopping,
             self._report,
