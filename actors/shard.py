@@ -192,6 +192,8 @@ class Shard:
         self.command_consumer: Consumer | None = None
         self.parked_rejections: Counter[str] = Counter()
         """Rejected command-topic commands sent to the dead-letter topic, by rejection code."""
+        self.transactions = 0
+        """Kafka transactions committed (the loadtest's cost model counts them per order)."""
         self.dedup_stale = False
         self.reader: Consumer | None = None
         # init_transactions fences every earlier writer of a partition and aborts its open
@@ -498,6 +500,7 @@ class Shard:
                 producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, TXN_OP_S)
         with self.watchdog.bound(f"commit_transaction of {who}", TXN_OP_S):
             producer.commit_transaction(TXN_OP_S)
+        self.transactions += 1
         # Committed: only now does the in-memory state move forward.
         self.parked_rejections.update(parked)
         self._index_outcomes(p, records)
@@ -700,6 +703,7 @@ class Shard:
             raise KafkaException(checkpoint)
         with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id(p)}", TXN_OP_S):
             producer.commit_transaction(TXN_OP_S)
+        self.transactions += 1
         self.core.snapshotted(p, checkpoint[1] + 1)
         return len(records) - 1  # the checkpoint is not an aggregate
 

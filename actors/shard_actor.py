@@ -233,6 +233,7 @@ class ShardActor:
                 "next_offsets": dict(shard.next_offset),
                 "broken": dict(shard.broken),
                 "rejected": dict(shard.parked_rejections),
+                "transactions": shard.transactions,
             }
         return described
 

@@ -1,6 +1,7 @@
 """The loadtest's CPU cost model: CPU seconds per role (the Kafka broker, each service's shards,
 the policy runners, the projection host(s), Ray's own daemons and the client), sampled before and
-after a run; divided by the orders completed, CPU-milliseconds per order.
+after a run; divided by the orders completed, CPU-milliseconds per order. Beside it, the Kafka
+transactions each role committed per order: the broker's cost grows with them.
 
 Actors report their own process's CPU time. The broker and Ray's daemons are found in /proc, so
 they are counted when they run on this machine (a local broker, a local Ray)."""
@@ -15,8 +16,8 @@ import ray
 
 from actors.runtime import cpu_s
 
-Sample = dict[str, dict[int, float]]
-"""role -> {pid: CPU seconds so far}"""
+Sample = dict[str, dict[int, tuple[float, int]]]
+"""role -> {pid: (CPU seconds so far, Kafka transactions committed so far)}"""
 
 RAY_DAEMONS = ("raylet", "gcs_server")
 
@@ -66,31 +67,37 @@ def sample(system: Any) -> Sample:
     calls["policy runners"] = [r.info.remote() for rs in system.policy_runners.values() for r in rs]
     calls["projection hosts"] = [h.process.remote() for h in system.projection_hosts.values()]
     for role, refs in calls.items():
-        roles[role] = {i["pid"]: i["cpu_s"] for i in ray.get(refs, timeout=60) if "cpu_s" in i}
+        roles[role] = {
+            i["pid"]: (i["cpu_s"], i.get("transactions", 0)) for i in ray.get(refs, timeout=60) if "cpu_s" in i
+        }
     roles["Kafka broker"] = _by_pid(local_broker_pids(system.settings.kafka.bootstrap_servers))
     session = ray.get_runtime_context().get_session_name()  # this Ray's daemons, not another's on the machine
     roles["Ray daemons"] = _by_pid(
         [pid for pid, args in _processes() if Path(args[0]).name in RAY_DAEMONS and any(session in a for a in args)]
     )
-    roles["client"] = {os.getpid(): cpu_s()}
+    roles["client"] = {os.getpid(): (cpu_s(), 0)}
     return roles
 
 
-def _by_pid(pids: list[int]) -> dict[int, float]:
-    return {pid: t for pid in pids if (t := proc_cpu_s(pid)) is not None}
+def _by_pid(pids: list[int]) -> dict[int, tuple[float, int]]:
+    return {pid: (t, 0) for pid in pids if (t := proc_cpu_s(pid)) is not None}
 
 
 def cost(before: Sample, after: Sample, orders: int, seconds: float) -> list[dict[str, Any]]:
-    """Per role: processes, CPU seconds used between the samples, CPU-ms per order, and the share
-    of one core; then the total. A process that started meanwhile (a restart) counts from zero."""
+    """Per role: processes, CPU seconds used between the samples, CPU-ms per order, the share of one
+    core, and Kafka transactions committed, in all and per order; then the total. A process that
+    started meanwhile (a restart) counts from zero."""
 
-    def row(role: str, processes: int, used: float) -> dict[str, Any]:
+    def row(role: str, processes: int, used: float, transactions: int) -> dict[str, Any]:
         return {"role": role, "processes": processes, "cpu_s": used,
                 "cpu_ms_per_order": 1000 * used / orders if orders else 0.0,
-                "share_of_one_core": used / seconds if seconds else 0.0}  # fmt: skip
+                "share_of_one_core": used / seconds if seconds else 0.0,
+                "transactions": transactions,
+                "transactions_per_order": transactions / orders if orders else 0.0}  # fmt: skip
 
-    rows = [
-        row(role, len(now), sum(t - before.get(role, {}).get(pid, 0.0) for pid, t in now.items()))
-        for role, now in after.items()
-    ]
-    return [*rows, row("total", sum(r["processes"] for r in rows), sum(r["cpu_s"] for r in rows))]
+    def used(role: str, field: int) -> Any:
+        return sum(v[field] - before.get(role, {}).get(pid, (0.0, 0))[field] for pid, v in after[role].items())
+
+    rows = [row(role, len(after[role]), used(role, 0), used(role, 1)) for role in after]
+    total = row("total", *(sum(r[k] for r in rows) for k in ("processes", "cpu_s", "transactions")))
+    return [*rows, total]

@@ -79,6 +79,7 @@ class PolicyRunner:
         self.events = 0
         self.commands = 0
         self.dead_letters = 0
+        self.transactions = 0
 
     def poll(self) -> int:
         """Consume one batch and commit its commands and offsets atomically. Returns events read."""
@@ -118,6 +119,7 @@ class PolicyRunner:
             )
         with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id}", TXN_OP_S):
             self.producer.commit_transaction(TXN_OP_S)
+        self.transactions += 1
         self.events += len(msgs)
         self.commands += len(commands)
         self.dead_letters += len(letters)
@@ -178,6 +180,7 @@ class PolicyRunnerActor:
             "events": r.events,
             "commands": r.commands,
             "dead_letters": r.dead_letters,
+            "transactions": r.transactions,
         }
 
     def stop(self) -> None:

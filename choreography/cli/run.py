@@ -229,9 +229,10 @@ def _print_load_summary(report: dict[str, Any]) -> None:
     console.print(table)
     if report["cpu"]:
         cpu = Table(title=f"CPU per role over the run ({report['completed']:,} orders completed)")
-        for col in ("role", "processes", "CPU s", "CPU ms/order", "share of one core"):
+        for col in ("role", "processes", "CPU s", "CPU ms/order", "share of one core", "Kafka txns/order"):
             cpu.add_column(col, justify="left" if col == "role" else "right")
         for row in report["cpu"]:
+            txns = f"{row['transactions_per_order']:.2f}" if row["transactions"] else ""
             cpu.add_row(row["role"], str(row["processes"]), f"{row['cpu_s']:,.1f}",
-                        f"{row['cpu_ms_per_order']:.2f}", f"{row['share_of_one_core']:.0%}")  # fmt: skip
+                        f"{row['cpu_ms_per_order']:.2f}", f"{row['share_of_one_core']:.0%}", txns)  # fmt: skip
         console.print(cpu)

@@ -67,6 +67,10 @@ def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap
     assert cpu["total"]["cpu_s"] == pytest.approx(sum(row["cpu_s"] for role, row in cpu.items() if role != "total"))
     assert cpu["total"]["cpu_ms_per_order"] == pytest.approx(1000 * cpu["total"]["cpu_s"] / report["completed"])
     assert "CPU per role over the run" in proc.stdout and "CPU ms/order" in proc.stdout
+    # every order is placed in a transaction of an order shard, and its saga goes through a policy
+    assert cpu["order shards"]["transactions"] > 0 and cpu["policy runners"]["transactions"] > 0
+    assert cpu["Kafka broker"]["transactions"] == 0
+    assert cpu["total"]["transactions"] == sum(row["transactions"] for role, row in cpu.items() if role != "total")
 
 
 def test_the_demo_runs_sagas_end_to_end_and_summarises_them(tmp_path: Path, kafka_bootstrap: str) -> None:

@@ -1,4 +1,5 @@
-"""The loadtest's CPU cost model: CPU used between two samples per role, per order and per core."""
+"""The loadtest's CPU cost model: CPU used between two samples per role, per order and per core,
+and the Kafka transactions committed per order."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from choreography.cpu import cost, proc_cpu_s
 
 
 def test_cost_per_role_counts_a_restarted_process_from_zero_and_adds_up() -> None:
-    before = {"order shards": {10: 5.0, 11: 2.0}, "client": {1: 1.0}}
-    after = {"order shards": {10: 7.0, 12: 1.5}, "client": {1: 1.5}}  # 11 died, 12 replaced it
+    before = {"order shards": {10: (5.0, 100), 11: (2.0, 40)}, "client": {1: (1.0, 0)}}
+    after = {"order shards": {10: (7.0, 400), 12: (1.5, 50)}, "client": {1: (1.5, 0)}}  # 11 died, 12 replaced it
     rows = {r["role"]: r for r in cost(before, after, orders=500, seconds=10.0)}
     assert rows["order shards"]["cpu_s"] == pytest.approx(2.0 + 1.5)
     assert rows["order shards"]["processes"] == 2
     assert rows["order shards"]["cpu_ms_per_order"] == pytest.approx(7.0)
     assert rows["client"]["share_of_one_core"] == pytest.approx(0.05)
     assert rows["total"]["cpu_s"] == pytest.approx(4.0) and rows["total"]["processes"] == 3
+    assert rows["order shards"]["transactions"] == 300 + 50
+    assert rows["total"]["transactions_per_order"] == pytest.approx(350 / 500)
+    assert rows["client"]["transactions"] == 0
     assert list(rows)[-1] == "total"
     assert cost(before, after, orders=0, seconds=0)[-1]["cpu_ms_per_order"] == 0.0
 
