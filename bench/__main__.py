@@ -1,34 +1,38 @@
 """Run the whole benchmark suite and write bench/results/<date>.json plus a markdown table.
 
 python -m bench            # e2e, rehydration, scaling, projections, dedup, soak, rescale, secure (~35 minutes)
-python -m bench --quick    # smaller sizes, for a first look
+python -m bench --quick    # the regression guard CI runs (~3 minutes): the benchmarks with same-run
+                           # baselines at small sizes, each ratio against the newest committed result;
+                           # exits 1 when one falls below half of it (see bench/guard.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import dedup, e2e, projections, rehydration, rescale, scaling, secure, soak
+from bench import dedup, e2e, guard, projections, rehydration, rescale, scaling, secure, soak
 from bench.common import RESULTS, console, machine
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller runs")
+    parser.add_argument("--quick", action="store_true", help="the regression guard: quick ratios vs the committed ones")
     args = parser.parse_args(argv)
-    q = args.quick
+    if args.quick:
+        sys.exit(guard.main(RESULTS))
     results: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "machine": machine()}
-    results["e2e"] = e2e.main(["--duration", "15" if q else "30", "--peer-orders", "1000" if q else "3000"])
-    results["rehydration"] = rehydration.main(["--events", "200000" if q else "1000000"])
-    results["scaling"] = scaling.main(["--duration", "10" if q else "20"])
-    results["projections"] = projections.main(["--orders", "10000" if q else "50000"])
-    results["dedup"] = dedup.main(["--orders", "20000" if q else "100000"])
-    results["soak"] = soak.main(["--orders", "50000" if q else "200000"])
-    results["rescale"] = rescale.main(["--preload", "5000" if q else "20000", "--phase", "10" if q else "20"])
-    results["secure"] = secure.main(["--duration", "10" if q else "20", "--rounds", "1" if q else "2"])
+    results["e2e"] = e2e.main(["--duration", "30", "--peer-orders", "3000"])
+    results["rehydration"] = rehydration.main(["--events", "1000000"])
+    results["scaling"] = scaling.main(["--duration", "20"])
+    results["projections"] = projections.main(["--orders", "50000"])
+    results["dedup"] = dedup.main(["--orders", "100000"])
+    results["soak"] = soak.main(["--orders", "200000"])
+    results["rescale"] = rescale.main(["--preload", "20000", "--phase", "20"])
+    results["secure"] = secure.main(["--duration", "20", "--rounds", "2"])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
