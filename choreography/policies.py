@@ -9,7 +9,7 @@ the target shard deduplicates."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,11 @@ def run_policies(wiring: Sequence[On], stored: StoredEvent, services: Collection
                 f"not a declared service (metadata.services has {', '.join(sorted(services))})"
             )
     return commands
+
+
+def reacting_types(wiring: Sequence[On], events: Iterable[type[Event]]) -> frozenset[str]:
+    """Type names of the `events` some row of the wiring reacts to (a row matches subclasses too)."""
+    return frozenset(cls.type_name() for cls in events if any(issubclass(cls, row.event) for row in wiring))
 
 
 def source_services(wiring: Sequence[On]) -> list[str]:

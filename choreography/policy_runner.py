@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.runtime import Watchdog, actor_options, cpu_s, exit_when_stuck, rss_mb, start_with_retry, tune_gc
 from choreography.domain import load_registry, load_wiring
-from choreography.policies import run_policies, source_services
+from choreography.policies import reacting_types, run_policies, source_services
 from events.base import Command
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from events.log.kafka_io import TXN_OP_S, assign_committed, consumer_config, data_messages, position, producer_config
 from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for, policy_group
-from events.registry import DecodeError
+from events.registry import TYPE_HEADER, DecodeError
 
 log = logging.getLogger("choreo.policy")
 
@@ -59,6 +59,10 @@ class PolicyRunner:
         self.watchdog = watchdog or Watchdog()
         self.wiring = load_wiring(config.policies, f"metadata.services.{config.service}.policies", config.service)
         self.registry = load_registry(config.messages)
+        self.ignored = frozenset(self.registry.events) - reacting_types(self.wiring, self.registry.events.values())
+        """Known event types no policy of this service reacts to: skipped by their type header,
+        undecoded (most of a topic's events, for most services). An event with no type header, or
+        an unknown type, is decoded, so poison still reaches the dead-letter topic."""
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.stage = f"policy {config.service}-{config.index}"
         self.producer = Producer(producer_config(config.kafka, config.transactional_id))
@@ -93,6 +97,8 @@ class PolicyRunner:
             topic = msg.topic() or ""
             p, offset = position(msg)
             offsets[(topic, p)] = offset + 1
+            if _event_type(msg) in self.ignored:
+                continue
             try:
                 commands.extend(self._react(msg, topic, p, offset))
             except DecodeError as exc:
@@ -131,6 +137,16 @@ class PolicyRunner:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _event_type(msg: Message) -> str | None:
+    """The event type its header names (consumed messages carry headers as a list of pairs)."""
+    headers = msg.headers()
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    for key, value in pairs:
+        if key == TYPE_HEADER and value is not None:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return None
 
 
 class PolicyRunnerActor:

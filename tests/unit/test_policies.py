@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from choreography.policies import Meta, On, run_policies, source_services
+from choreography.policies import Meta, On, reacting_types, run_policies, source_services
 from choreography.testing import reactions
 from choreography.testing import stored as kit_stored
 from events.base import Command, Event, StoredEvent
@@ -153,6 +153,26 @@ def test_the_wiring_covers_exactly_the_four_services() -> None:
 def test_each_service_listens_to_the_other_services_never_to_itself(service: str, sources: list[str]) -> None:
     assert source_services(WIRING[service]) == sources
     assert service not in sources
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_types_a_runner_decodes_are_exactly_those_its_policies_react_to(service: str) -> None:
+    """A policy runner skips, undecoded, every other event type: whatever it skips, no policy of
+    its service makes a command from."""
+    every_type = {type(e) for e in EVERY_EVENT}
+    decoded = reacting_types(WIRING[service], every_type)
+    for event in EVERY_EVENT:
+        makes_commands = bool(run_policies(WIRING[service], stored(event)))
+        assert event.type_name() in decoded or not makes_commands, event
+    assert decoded == {row.event.type_name() for row in WIRING[service]}
+
+
+def test_a_row_on_a_base_class_reacts_to_its_subclasses() -> None:
+    class Shipped(ShipmentScheduled):
+        pass
+
+    wiring = [On(ShipmentScheduled, lambda e, m: [])]
+    assert reacting_types(wiring, [Shipped, ShipmentFailed]) == {"Shipped"}
 
 
 def test_every_wired_event_type_is_exercised_by_these_tests() -> None:
