@@ -62,30 +62,50 @@ def with_shards(settings: Settings, shards: int) -> Settings:
     return settings.model_copy(update={"services": services})
 
 
-def run_choreo(settings: Settings, duration: float, concurrency: int) -> dict[str, Any]:
+def run_choreo(settings: Settings, duration: float, concurrency: int, half_rate: bool = False) -> dict[str, Any]:
+    """The closed loop (the sustained maximum); with `half_rate`, then an open loop at half its
+    rate for the latency there, on the same system once the first has drained."""
     before = topic_sizes(settings)
     system = System(settings)
     try:
-        run = new_run_id()
-        assert settings.workload, "the config names no workload"
-        workload = load_workload(settings.workload, "metadata.workload", run, seed=1, mix={})
-        spec = LoadSpec(mode="closed", duration=duration, concurrency=concurrency, drain_timeout=180)
-        test = LoadTest(system, spec, workload, run)
-        system.submit_many(workload.setup())
-        observer = SagaObserver(system, run, workload)
-        observer.start()
-        load_s = test.run_load(observer)
-        test.drain(observer, time.monotonic() - load_s)
-        observer.stop_flag.set()
-        result = test.report(observer, load_s)
+        result = _load(system, LoadSpec(mode="closed", duration=duration, concurrency=concurrency, drain_timeout=180))
+        after = topic_sizes(settings)
+        if half_rate:
+            half = _load(system, LoadSpec(mode="open", rate=result["sagas_per_s"] / 2, duration=min(duration, 20)))
+            result["half_rate_open_loop"] = {k: half[k] for k in ("offered_sagas_per_s", "sagas_per_s", "latency_ms")}
         result["nodes"] = sorted({a["NodeID"][:8] for a in ray.nodes() if a["Alive"]})
     finally:
         system.close()
-    after = topic_sizes(settings)
     result["messages_moved"] = sum(after[t] - before.get(t, 0) for t in after)
     stored = {settings.topic_name(f"{service}-events") for service in settings.services}
     result["events_stored"] = sum(after[t] - before.get(t, 0) for t in stored)
     return result
+
+
+def _load(system: System, spec: LoadSpec) -> dict[str, Any]:
+    settings = system.settings
+    run = new_run_id()
+    assert settings.workload, "the config names no workload"
+    workload = load_workload(settings.workload, "metadata.workload", run, seed=1, mix={})
+    test = LoadTest(system, spec, workload, run)
+    system.submit_many(workload.setup())
+    observer = SagaObserver(system, run, workload)
+    observer.start()
+    load_s = test.run_load(observer)
+    test.drain(observer, time.monotonic() - load_s)
+    observer.stop_flag.set()
+    return test.report(observer, load_s)
+
+
+def read_side(result: dict[str, Any]) -> dict[str, Any]:
+    """Whether the read side kept up with the closed loop: place -> visible p99, and the projection
+    lag (events not yet in ClickHouse) when the load stopped and at its highest."""
+    during = [s["lag"].get("projection", 0) for s in result["timeline"] if s["t"] <= result["load_seconds"]]
+    return {
+        "start_to_visible_p99_ms": result["latency_ms"]["start_to_visible"]["p99"],
+        "projection_lag_at_end_of_load": during[-1] if during else 0,
+        "projection_lag_max": max(during, default=0),
+    }
 
 
 TXN_BATCH = 2000
@@ -132,27 +152,6 @@ def raw_kafka_floor(settings: Settings, messages: int, size: int) -> dict[str, f
             "messages_per_s": messages / (produce.seconds + consume_s)}  # fmt: skip
 
 
-def raw_kafka(settings: Settings, messages: int, size: int = 600) -> dict[str, float]:
-    """Produce and consume `messages` messages of `size` bytes with plain confluent-kafka."""
-    topic = f"{settings.topic_prefix}raw-baseline-{uuid.uuid4().hex[:6]}"
-    from confluent_kafka.admin import NewTopic
-
-    admin = admin_client(settings)
-    admin.create_topics([NewTopic(topic, 8, 1)])[topic].result()
-    time.sleep(1)  # let the new partitions' leaders settle
-    producer = Producer(producer_config(settings.kafka.client_config()))
-    payload = b"x" * size
-    with Timer() as produce:
-        for i in range(messages):
-            produce_blocking(producer, topic, str(i).encode(), payload)
-        producer.flush(300)
-    consumer = Consumer(consumer_config(settings.kafka.client_config(), f"raw-{topic}"))
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(8)])
-    consume_s = timed_consume(consumer, messages)
-    return {"messages": messages, "produce_s": produce.seconds, "consume_s": consume_s,
-            "messages_per_s": messages / (produce.seconds + consume_s)}  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=30)
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tune_gc()
     settings = with_shards(bench_settings(args.config, Path(tempfile.mkdtemp(prefix="choreo-bench-"))), args.shards)
     ensure_topics(settings)
-    choreo = run_choreo(settings, args.duration, args.concurrency)
+    choreo = run_choreo(settings, args.duration, args.concurrency, half_rate=True)
     ray.shutdown()
     orders_s = choreo["sagas_per_s"]
     events_per_order = choreo["events_stored"] / choreo["completed"]
@@ -183,10 +182,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sqlite_defaults": run_peer(orders=args.peer_orders),
     }
     lat = choreo["latency_ms"]["start_to_terminal"]
+    half = choreo["half_rate_open_loop"]
+    half_lat = half["latency_ms"]["start_to_terminal"]
     choreo_events_s = orders_s * events_per_order
     rows = [
         {"scenario": "choreo e2e (closed loop)", "orders_per_s": orders_s, "events_per_s": choreo_events_s,
          "p50_ms": lat["p50"], "p99_ms": lat["p99"]},
+        {"scenario": "choreo open loop at half the closed-loop rate", "orders_per_s": half["sagas_per_s"],
+         "events_per_s": half["sagas_per_s"] * events_per_order, "p50_ms": half_lat["p50"], "p99_ms": half_lat["p99"]},
         {"scenario": f"raw Kafka floor: {size} B messages, txns of {TXN_BATCH}, read_committed",
          "orders_per_s": floor["messages_per_s"] / events_per_order, "events_per_s": floor["messages_per_s"],
          "p50_ms": "", "p99_ms": ""},
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]  # fmt: skip
     extra = {
         "choreo": {k: v for k, v in choreo.items() if k != "timeline"},
+        "read_side": read_side(choreo),
         "events_per_order": events_per_order,
         "baselines": {"raw_kafka_floor": floor, **{f"peer_eventsourcing_{k}": v for k, v in peers.items()}},
         "ratios": {
