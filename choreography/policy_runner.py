@@ -140,13 +140,8 @@ class PolicyRunner:
 
 
 def _event_type(msg: Message) -> str | None:
-    """The event type its header names (consumed messages carry headers as a list of pairs)."""
-    headers = msg.headers()
-    pairs = headers.items() if isinstance(headers, dict) else headers or ()
-    for key, value in pairs:
-        if key == TYPE_HEADER and value is not None:
-            return value.decode(errors="replace") if isinstance(value, bytes) else value
-    return None
+    kind = dict(msg.headers() or []).get(TYPE_HEADER)
+    return kind.decode(errors="replace") if isinstance(kind, bytes) else kind
 
 
 class PolicyRunnerActor:
