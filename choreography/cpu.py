@@ -43,11 +43,11 @@ def _processes() -> list[tuple[int, list[str]]]:
     return found
 
 
-def local_broker_pids(bootstrap: str) -> list[int]:
-    """The Kafka broker processes (kafka.Kafka) on this machine that listen on a port `bootstrap` names."""
+def local_broker_pids(bootstrap: str, processes: list[tuple[int, list[str]]]) -> list[int]:
+    """The Kafka broker processes (kafka.Kafka) among `processes` that listen on a port `bootstrap` names."""
     ports = {a.rsplit(":", 1)[-1] for a in bootstrap.split(",") if a.split(":")[0] in ("127.0.0.1", "localhost")}
     pids = []
-    for pid, args in _processes():
+    for pid, args in processes:
         if "kafka.Kafka" not in args or args.index("kafka.Kafka") + 1 >= len(args):
             continue
         try:
@@ -70,10 +70,11 @@ def sample(system: Any) -> Sample:
         roles[role] = {
             i["pid"]: (i["cpu_s"], i.get("transactions", 0)) for i in ray.get(refs, timeout=60) if "cpu_s" in i
         }
-    roles["Kafka broker"] = _by_pid(local_broker_pids(system.settings.kafka.bootstrap_servers))
+    processes = _processes()
+    roles["Kafka broker"] = _by_pid(local_broker_pids(system.settings.kafka.bootstrap_servers, processes))
     session = ray.get_runtime_context().get_session_name()  # this Ray's daemons, not another's on the machine
     roles["Ray daemons"] = _by_pid(
-        [pid for pid, args in _processes() if Path(args[0]).name in RAY_DAEMONS and any(session in a for a in args)]
+        [pid for pid, args in processes if Path(args[0]).name in RAY_DAEMONS and any(session in a for a in args)]
     )
     roles["client"] = {os.getpid(): (cpu_s(), 0)}
     return roles

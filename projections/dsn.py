@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from events.log.secrets import is_reference, resolve
+from events.log.secrets import is_reference, resolve_value
 
 
 def redacted(dsn: str) -> str:
@@ -34,7 +34,7 @@ def resolved(dsn: str) -> str:
     reference = unquote(password) if password is not None else None
     if reference is None or not is_reference(reference):
         return dsn
-    return with_password(dsn, resolve({"the ClickHouse password": reference})["the ClickHouse password"])
+    return with_password(dsn, resolve_value("the ClickHouse password", reference))
 
 
 def scrubbed(text: str, dsn: str) -> str:

@@ -39,10 +39,11 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """`config` with every `${env:NAME}` / `${file:PATH}` value replaced by what it names."""
     if not any(is_reference(v) for v in config.values()):
         return config
-    return {key: _resolve_one(key, value) for key, value in config.items()}
+    return {key: resolve_value(key, value) for key, value in config.items()}
 
 
-def _resolve_one(key: str, value: Any) -> Any:
+def resolve_value(key: str, value: Any) -> Any:
+    """What `value` names when it is a reference (`key` names it in errors), else `value` itself."""
     match = REFERENCE.match(value) if isinstance(value, str) else None
     if match is None:
         return value
