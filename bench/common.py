@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from choreography.config import Settings, load_settings
 from events.base import Envelope, Event, new_id
+from events.log.topics import partition_for
 from shop.messages import registry as shop_registry
 from shop.messages.orders import (
     OrderConfirmed,
@@ -45,11 +47,19 @@ def bench_settings(config: str | None, workdir: Path) -> Settings:
     )
 
 
-def order_saga_events(orders: int, seed: int = 1, first: int = 0) -> Iterator[tuple[Envelope, Event]]:
-    """A realistic order-events stream: each order placed, reserved, paid and confirmed."""
+def order_saga_events(
+    orders: int, seed: int = 1, first: int = 0, partition: tuple[int, int] | None = None
+) -> Iterator[tuple[Envelope, Event]]:
+    """A realistic order-events stream: each order placed, reserved, paid and confirmed. With
+    `partition` (p, partitions), only orders whose id hashes to partition p, as a shard's partition
+    holds them (ids `bench-<first>`, `bench-<first + 1>`, ... that hash elsewhere are skipped)."""
     rng = random.Random(seed)
     t0 = datetime.now(UTC)
-    for i in range(first, first + orders):
+    candidates = count(first)
+    for _ in range(orders):
+        i = next(candidates)
+        while partition is not None and partition_for(f"bench-{i}", partition[1]) != partition[0]:
+            i = next(candidates)
         oid = f"bench-{i}"
         lines = tuple(
             OrderLine(
