@@ -22,7 +22,7 @@ from choreography.lag import consumer_lag
 from choreography.system import System
 from choreography.workload import Workload
 from events.base import Command
-from events.log.kafka_io import consumer_config
+from events.log.kafka_io import consume_ready, consumer_config
 from events.log.reader import read_topic
 from events.log.topics import events_topic
 from events.registry import TYPE_HEADER
@@ -65,7 +65,7 @@ class SagaObserver(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
-            for msg in self.consumer.consume(5000, timeout=0.1):
+            for msg in consume_ready(self.consumer, 5000, 0.1):  # 'now' below is when a saga ended
                 if msg.error() is not None or not (msg.key() or b"").startswith(self.prefix):
                     continue
                 now = time.time()
