@@ -1,8 +1,8 @@
 """Run the whole benchmark suite and write bench/results/<date>.json plus a markdown table.
 
 python -m bench            # e2e, rehydration, scaling, projections, dedup, soak, rescale, secure (~35 minutes)
-python -m bench --quick    # the regression guard CI runs (~3 minutes): the benchmarks with same-run
-                           # baselines at small sizes, each ratio against the newest committed result;
+python -m bench --quick    # the regression guard CI runs (~4 minutes): the benchmarks with same-run
+                           # baselines, with fewer peer orders, each ratio against the newest committed result;
                            # exits 1 when one falls below half of it (see bench/guard.py)
 """
 
