@@ -22,10 +22,9 @@ from choreography.lag import consumer_lag
 from choreography.system import System
 from choreography.workload import Workload
 from events.base import Command
-from events.log.kafka_io import consume_ready, consumer_config
+from events.log.kafka_io import consume_ready, consumer_config, event_type
 from events.log.reader import read_topic
 from events.log.topics import events_topic
-from events.registry import TYPE_HEADER
 
 
 @dataclass
@@ -69,8 +68,7 @@ class SagaObserver(threading.Thread):
                 if msg.error() is not None or not (msg.key() or b"").startswith(self.prefix):
                     continue
                 now = time.time()
-                raw_kind = dict(msg.headers() or []).get(TYPE_HEADER) or b""
-                kind = raw_kind.decode() if isinstance(raw_kind, bytes) else raw_kind
+                kind = event_type(msg) or ""
                 with self.lock:
                     self.stages[int(now)][kind] += 1
                     if kind in self.outcomes:

@@ -17,9 +17,17 @@ from choreography.domain import load_registry, load_wiring
 from choreography.policies import reacting_types, run_policies, source_services
 from events.base import Command
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
-from events.log.kafka_io import TXN_OP_S, assign_committed, consumer_config, data_messages, position, producer_config
+from events.log.kafka_io import (
+    TXN_OP_S,
+    assign_committed,
+    consumer_config,
+    data_messages,
+    event_type,
+    position,
+    producer_config,
+)
 from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for, policy_group
-from events.registry import TYPE_HEADER, DecodeError
+from events.registry import DecodeError
 
 log = logging.getLogger("choreo.policy")
 
@@ -97,7 +105,7 @@ class PolicyRunner:
             topic = msg.topic() or ""
             p, offset = position(msg)
             offsets[(topic, p)] = offset + 1
-            if _event_type(msg) in self.ignored:
+            if event_type(msg) in self.ignored:
                 continue
             try:
                 commands.extend(self._react(msg, topic, p, offset))
@@ -137,11 +145,6 @@ class PolicyRunner:
 
     def close(self) -> None:
         self.consumer.close()
-
-
-def _event_type(msg: Message) -> str | None:
-    kind = dict(msg.headers() or []).get(TYPE_HEADER)
-    return kind.decode(errors="replace") if isinstance(kind, bytes) else kind
 
 
 class PolicyRunnerActor:

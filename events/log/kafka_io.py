@@ -19,6 +19,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from events.log.secrets import resolve
+from events.registry import TYPE_HEADER
 
 TXN_OP_S = 15.0
 """Longest wait for one step of a transaction (flush, offsets, commit). A step that takes longer
@@ -224,6 +225,12 @@ def position(msg: Message) -> tuple[int, int]:
     p, offset = msg.partition(), msg.offset()
     assert p is not None and offset is not None
     return p, offset
+
+
+def event_type(msg: Message) -> str | None:
+    """The event type a message's type header names, or None without one (no decoding)."""
+    kind = dict(msg.headers() or []).get(TYPE_HEADER)
+    return kind.decode(errors="replace") if isinstance(kind, bytes) else kind
 
 
 def assign_committed(consumer: Consumer, kafka: dict[str, str], group: str, partitions: list[TopicPartition]) -> None:
