@@ -145,6 +145,24 @@ class Batch:
 
 
 @dataclass
+class Txn:
+    """One partition's transaction between staging and commit: what it decided and produced."""
+
+    p: int
+    batch: Batch
+    outcomes: list[Outcome | None]
+    pending: dict[str, Entry] = field(default_factory=dict)
+    """The aggregates' new slots, current once the transaction commits."""
+    appended: list[tuple[int, Staged]] = field(default_factory=list)
+    """(command index, its staged events) of the commands that append events."""
+    positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = field(default_factory=dict)
+    recorded: list[int] = field(default_factory=list)
+    """Indices of the client commands whose outcomes go to the dedup topic."""
+    parked: list[str] = field(default_factory=list)
+    records: list[tuple[str, Recorded, int]] = field(default_factory=list)
+
+
+@dataclass
 class Prepared:
     """A partition rehydrated beside the serving shard, ready to adopt."""
 
@@ -196,6 +214,8 @@ class Shard:
         """Kafka transactions committed (the loadtest's cost model counts them per order)."""
         self.dedup_stale = False
         self.reader: Consumer | None = None
+        self.completer: ThreadPoolExecutor | None = None
+        """Threads that complete a batch's transactions of several partitions at once."""
         # init_transactions fences every earlier writer of a partition and aborts its open
         # transaction; so do the legacy ids, whose producers are dropped right after.
         self.producers = self._fence(owned)
@@ -373,12 +393,19 @@ class Shard:
         return self._transact(Batch(commands, client=True))
 
     def _transact(self, batch: Batch) -> list[Outcome]:
-        """One Kafka transaction per partition the batch touches, each with that partition's producer."""
+        """One Kafka transaction per partition the batch touches, each with that partition's
+        producer. With several partitions, the transactions are staged one after another and then
+        completed together: their round trips to the brokers overlap instead of adding up."""
         outcomes: list[Outcome | None] = [None] * len(batch.commands)
         if batch.client:
             self._answer_duplicates(batch.commands, outcomes)
-        for p, (indices, part) in self._split(batch, outcomes).items():
-            for i, outcome in zip(indices, self._transact_partition(p, part), strict=True):
+        groups = self._split(batch, outcomes)
+        if len(groups) == 1:
+            decided = {p: self._transact_partition(p, part) for p, (_, part) in groups.items()}
+        else:
+            decided = self._transact_overlapped({p: part for p, (_, part) in groups.items()})
+        for p, (indices, _) in groups.items():
+            for i, outcome in zip(indices, decided[p], strict=True):
                 outcomes[i] = outcome
         self._maybe_snapshot()
         return [o for o in outcomes if o is not None]
@@ -423,51 +450,88 @@ class Shard:
             first[1].marks.extend(batch.marks)
         return groups
 
-    def _transact_partition(self, p: int, batch: Batch) -> list[Outcome]:
-        producer = self.producers[p]
-        for attempt in range(3):
+    def _transact_overlapped(self, parts: dict[int, Batch]) -> dict[int, list[Outcome]]:
+        """Stage every partition's transaction, complete them all at once (their flushes and
+        commits wait on the brokers in parallel threads; the client releases the GIL meanwhile),
+        then apply each committed one. A partition whose transaction failed is recovered as alone
+        (aborted and retried, or its error raised) once the others are applied."""
+        staged: list[Txn] = []
+        failed: dict[int, Exception] = {}
+        for p, part in parts.items():
             try:
-                try:
-                    return self._transact_once(p, batch)
-                except SystemError as wrapped:
-                    # librdkafka can raise a fatal error from inside flush()'s callback dispatch.
-                    cause = wrapped.__cause__ or wrapped.__context__
-                    if isinstance(cause, KafkaException):
-                        raise cause from None
-                    raise
-            except KafkaException as exc:
-                if is_fatal(exc):
-                    who = self.config.transactional_id(p)
-                    raise ShardFenced(f"{who} ({self.config.name}) was fenced by a newer instance: {exc}") from None
-                if not is_abortable(exc) or attempt == 2:
-                    raise
-                log.warning("transaction aborted (%s); retrying the batch", exc)
-                with self.watchdog.bound(f"abort_transaction of {self.config.transactional_id(p)}", 30):
-                    producer.abort_transaction(30)
-        raise AssertionError("unreachable")
+                staged.append(self._stage(p, part))
+            except Exception as exc:  # recovered below, like a failure to complete
+                failed[p] = exc
+        if self.completer is None:
+            self.completer = ThreadPoolExecutor(max_workers=self.config.partitions, thread_name_prefix="transactions")
+        completing = [(txn, self.completer.submit(self._complete, txn)) for txn in staged]
+        decided: dict[int, list[Outcome]] = {}
+        for txn, future in completing:
+            try:
+                future.result()
+            except Exception as exc:
+                failed[txn.p] = exc
+            else:
+                decided[txn.p] = self._apply(txn)
+        for p, error in failed.items():
+            decided[p] = self._transact_partition(p, parts[p], failed=error)
+        return decided
+
+    def _transact_partition(self, p: int, batch: Batch, failed: Exception | None = None) -> list[Outcome]:
+        """Partition `p`'s transaction, retried after an abortable error (up to three attempts in
+        all); `failed` is the error of an attempt made already."""
+        attempts = 0
+        while True:
+            if failed is not None:
+                attempts += 1
+                self._recover(p, failed, last=attempts == 3)
+            try:
+                return self._transact_once(p, batch)
+            except Exception as exc:
+                failed = exc
+
+    def _recover(self, p: int, exc: Exception, last: bool) -> None:
+        """Abort partition `p`'s failed transaction so it can be retried, or raise: a fenced
+        producer as ShardFenced, any other error that is not abortable (or on the last attempt) as it is."""
+        if isinstance(exc, SystemError):
+            # librdkafka can raise a fatal error from inside flush()'s callback dispatch.
+            cause = exc.__cause__ or exc.__context__
+            if not isinstance(cause, KafkaException):
+                raise exc
+            exc = cause
+        if isinstance(exc, KafkaException) and is_fatal(exc):
+            who = self.config.transactional_id(p)
+            raise ShardFenced(f"{who} ({self.config.name}) was fenced by a newer instance: {exc}") from None
+        if not isinstance(exc, KafkaException) or not is_abortable(exc) or last:
+            raise exc
+        log.warning("transaction aborted (%s); retrying the batch", exc)
+        with self.watchdog.bound(f"abort_transaction of {self.config.transactional_id(p)}", 30):
+            self.producers[p].abort_transaction(30)
 
     def _transact_once(self, p: int, batch: Batch) -> list[Outcome]:
         """Decide the batch's commands of partition `p` and commit their events, dedup records,
         dead letters and consumed offsets in one transaction of the partition's producer."""
+        txn = self._stage(p, batch)
+        self._complete(txn)
+        return self._apply(txn)
+
+    def _stage(self, p: int, batch: Batch) -> Txn:
+        """Begin partition `p`'s transaction: decide its commands and produce their events, and the
+        dead letters and marks. Nothing in memory moves until `_apply`."""
         producer = self.producers[p]
-        commands = batch.commands
-        outcomes: list[Outcome | None] = [None] * len(commands)
-        pending: dict[str, Entry] = {}
-        appended: list[tuple[int, Staged]] = []
-        positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = {}
-        recorded: list[int] = []
-        self.core.prefetch(cmd.aggregate_id for cmd in commands)
+        txn = Txn(p, batch, [None] * len(batch.commands))
+        self.core.prefetch(cmd.aggregate_id for cmd in batch.commands)
         producer.begin_transaction()
-        for i, cmd in enumerate(commands):
-            outcome, staged = self.core.decide(cmd, pending, partition=p)
+        for i, cmd in enumerate(batch.commands):
+            outcome, staged = self.core.decide(cmd, txn.pending, partition=p)
             if outcome is not None:
-                outcomes[i] = outcome
+                txn.outcomes[i] = outcome
                 if batch.client and isinstance(outcome, Rejected) and outcome.code not in UNRECORDED:
-                    recorded.append(i)
+                    txn.recorded.append(i)
                 continue
             if batch.client:
-                recorded.append(i)
-            appended.append((i, staged))
+                txn.recorded.append(i)
+            txn.appended.append((i, staged))
             for j, (env, payload) in enumerate(staged):
                 producer.produce(
                     self.events_topic,
@@ -475,40 +539,51 @@ class Shard:
                     value=self.registry.encode_event(env, payload),
                     partition=p,
                     headers=event_headers(env),
-                    on_delivery=partial(_record_position, positions, (i, j)),
+                    on_delivery=partial(_record_position, txn.positions, (i, j)),
                 )
         letters = list(batch.letters)
-        parked: list[str] = []
-        for i, outcome in enumerate(outcomes):
+        for i, outcome in enumerate(txn.outcomes):
             source = batch.sources[i] if batch.sources else None
             if source is not None and isinstance(outcome, Rejected) and outcome.code not in self.core.benign:
                 # A saga step the aggregate refused must not vanish with its committed offset.
                 letters.append(dead_letter_from(source, self.stage, f"rejected {outcome.code}: {outcome.reason}"))
-                parked.append(outcome.code)
+                txn.parked.append(outcome.code)
         for letter in letters:
             send_dead_letter(producer, self.dlq_topic, letter)
         for topic, key, value in batch.marks:
             producer.produce(topic, key=key, value=value)
+        return txn
+
+    def _complete(self, txn: Txn) -> None:
+        """Deliver a staged transaction's records, record its client outcomes, and commit it with
+        its consumed offsets. Touches only the transaction and its producer (it may run in a thread)."""
+        p, batch = txn.p, txn.batch
+        producer = self.producers[p]
         self._flush(producer)
-        for delivered in positions.values():
+        for delivered in txn.positions.values():
             if isinstance(delivered, KafkaError):
                 raise KafkaException(delivered)
-        records = self._record_outcomes(producer, p, commands, recorded, outcomes, appended, positions)
+        txn.records = self._record_outcomes(
+            producer, p, batch.commands, txn.recorded, txn.outcomes, txn.appended, txn.positions
+        )
         who = self.config.transactional_id(p)
         if batch.offsets:
             with self.watchdog.bound(f"send_offsets_to_transaction of {who}", TXN_OP_S):
                 producer.send_offsets_to_transaction(batch.offsets, batch.group_metadata, TXN_OP_S)
         with self.watchdog.bound(f"commit_transaction of {who}", TXN_OP_S):
             producer.commit_transaction(TXN_OP_S)
+
+    def _apply(self, txn: Txn) -> list[Outcome]:
+        """A transaction committed: only now does the in-memory state move forward."""
         self.transactions += 1
-        # Committed: only now does the in-memory state move forward.
-        self.parked_rejections.update(parked)
-        self._index_outcomes(p, records)
+        self.parked_rejections.update(txn.parked)
+        self._index_outcomes(txn.p, txn.records)
+        commands, outcomes = txn.batch.commands, txn.outcomes
         committed = [
-            (commands[i].command_id, self._stored(staged, [positions[(i, j)] for j in range(len(staged))]))
-            for i, staged in appended
+            (commands[i].command_id, self._stored(staged, [txn.positions[(i, j)] for j in range(len(staged))]))
+            for i, staged in txn.appended
         ]
-        for (i, _), accepted in zip(appended, self.core.commit(pending, committed), strict=True):
+        for (i, _), accepted in zip(txn.appended, self.core.commit(txn.pending, committed), strict=True):
             outcomes[i] = accepted
         return [o for o in outcomes if o is not None]
 
@@ -730,6 +805,8 @@ class Shard:
                 consumer.close()
         for producer in self.producers.values():
             producer.flush(10)
+        if self.completer is not None:
+            self.completer.shutdown()
         self.dedup.close()
         self.core.close()
 
