@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -51,6 +53,11 @@ class RunnerConfig(BaseModel):
     topic_prefix: str = ""
     batch_max: int = 5000
     poll_ms: int = 25
+    idle_commit_ms: int = 1000
+    """How late the offsets of events that gave no command or dead letter may commit: with the next
+    batch that does, or alone once this long has passed. Each commit is a Kafka transaction, and
+    most events a service reads give it nothing to do; re-reading them after a crash gives nothing
+    again (policies are pure functions of the event)."""
 
     @property
     def transactional_id(self) -> str:
@@ -92,19 +99,24 @@ class PolicyRunner:
         self.commands = 0
         self.dead_letters = 0
         self.transactions = 0
+        self.uncommitted: dict[tuple[str, int], int] = {}
+        """Next offsets consumed but not committed yet (their events gave nothing to produce)."""
+        self.uncommitted_since = 0.0
 
     def poll(self) -> int:
-        """Consume one batch and commit its commands and offsets atomically. Returns events read."""
+        """Consume one batch and commit its commands, dead letters and offsets atomically (or, if it
+        gave neither, within `idle_commit_ms`, see RunnerConfig). Returns events read."""
         msgs = self.consumer.consume(num_messages=self.config.batch_max, timeout=self.config.poll_ms / 1000)
-        if not msgs:
-            return 0
-        offsets: dict[tuple[str, int], int] = {}
+        offsets = self.uncommitted
+        if not offsets:
+            self.uncommitted_since = time.monotonic()
         commands: list[Command] = []
         letters: list[DeadLetter] = []
         for msg in data_messages(msgs):
             topic = msg.topic() or ""
             p, offset = position(msg)
             offsets[(topic, p)] = offset + 1
+            self.events += 1
             if event_type(msg) in self.ignored:
                 continue
             try:
@@ -114,8 +126,15 @@ class PolicyRunner:
             except Exception as exc:  # a policy bug: park the event, keep the flow going
                 log.exception("policy failed on %s[%d]@%d", topic, p, offset)
                 letters.append(dead_letter_from(msg, self.stage, f"{type(exc).__name__}: {exc}"))
-        if not offsets:
-            return 0
+        idle_s = time.monotonic() - self.uncommitted_since
+        if not offsets or (not commands and not letters and idle_s < self.config.idle_commit_ms / 1000):
+            return len(msgs)
+        self.commit(commands, letters)
+        return len(msgs)
+
+    def commit(self, commands: Sequence[Command] = (), letters: Sequence[DeadLetter] = ()) -> None:
+        """One transaction: `commands`, `letters`, and every offset consumed so far."""
+        offsets, self.uncommitted = self.uncommitted, {}
         self.producer.begin_transaction()
         for cmd in commands:
             target = cmd.target
@@ -134,16 +153,17 @@ class PolicyRunner:
         with self.watchdog.bound(f"commit_transaction of {self.config.transactional_id}", TXN_OP_S):
             self.producer.commit_transaction(TXN_OP_S)
         self.transactions += 1
-        self.events += len(msgs)
         self.commands += len(commands)
         self.dead_letters += len(letters)
-        return len(msgs)
 
     def _react(self, msg: Message, topic: str, p: int, offset: int) -> list[Command]:
         stored = self.registry.decode_event(msg.value(), topic, p, offset)
         return run_policies(self.wiring, stored, services=self.config.partitions)
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
+        """Stop: commit the offsets still uncommitted (unless `commit` is False), then leave."""
+        if commit and self.uncommitted:
+            self.commit()
         self.consumer.close()
 
 
@@ -201,7 +221,7 @@ class PolicyRunnerActor:
         self.stopping.set()
         self.thread.join(timeout=10)
         if self.runner is not None:
-            self.runner.close()
+            self.runner.close(commit=not self.thread.is_alive())  # never beside a poll
 
 
 RemotePolicyRunner = ray.remote(PolicyRunnerActor)
