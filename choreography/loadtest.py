@@ -58,6 +58,8 @@ class SagaObserver(threading.Thread):
         ends = {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1] for p in parts}
         self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in ends.items()])
         self.ended: dict[str, tuple[str, float, tuple[str, int, int]]] = {}
+        self.ended_log: list[tuple[str, tuple[str, int, int]]] = []
+        """Sagas in the order they ended, with where their terminal event is (for visibility)."""
         self.stages: dict[int, Counter[str]] = defaultdict(Counter)
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
@@ -73,12 +75,15 @@ class SagaObserver(threading.Thread):
                     self.stages[int(now)][kind] += 1
                     if kind in self.outcomes:
                         saga_id = (msg.key() or b"").decode()
-                        self.ended[saga_id] = (
-                            self.outcomes[kind],
-                            now,
-                            (self.topic, msg.partition() or 0, msg.offset() or 0),
-                        )
+                        where = (self.topic, msg.partition() or 0, msg.offset() or 0)
+                        self.ended[saga_id] = (self.outcomes[kind], now, where)
+                        self.ended_log.append((saga_id, where))
         self.consumer.close()
+
+
+VISIBILITY_POLL_S = 0.1
+"""How often the loadtest asks the projection how far it has read. A saga is stamped visible at the
+first answer that covers its terminal event, so the figure is late by at most this much."""
 
 
 @dataclass
@@ -122,6 +127,10 @@ class LoadTest:
         self.cpu_started = time.monotonic()
         visible = workload.visible_projection
         self.visible_projection = visible if visible in system.projection_hosts else None
+        self.invisible: dict[str, tuple[str, int, int]] = {}
+        """Ended sagas not yet visible, with where their terminal event is."""
+        self.ended_seen = 0
+        self.visibility_done = threading.Event()
 
     # ---- driving ---------------------------------------------------------------------
 
@@ -163,6 +172,7 @@ class LoadTest:
         self.cpu_started = started
         limit = spec.sagas if spec.sagas is not None else 1 << 62
         next_sample = started
+        threading.Thread(target=self._follow_visibility, args=(observer,), name="visibility", daemon=True).start()
         while True:
             elapsed = time.monotonic() - started
             sent = len(self.started_at)
@@ -194,9 +204,9 @@ class LoadTest:
             self._sample(observer, started)
             if on_tick:
                 on_tick(self, observer, started)
+        self.visibility_done.set()
 
     def _sample(self, observer: SagaObserver, started: float) -> None:
-        self._track_visibility(observer)
         lag: dict[str, int] = defaultdict(int)
         if len(self.samples) % 3 == 0:
             try:
@@ -208,6 +218,14 @@ class LoadTest:
             lag = dict(self.samples[-1].lag)
         self.samples.append(Sample(time.monotonic() - started, len(self.started_at), len(observer.ended), dict(lag)))
 
+    def _follow_visibility(self, observer: SagaObserver) -> None:
+        """Until the drain ends: every VISIBILITY_POLL_S, stamp the sagas the projection has read."""
+        while not self.visibility_done.wait(VISIBILITY_POLL_S):
+            try:
+                self._track_visibility(observer)
+            except Exception:  # a figure, not a check: never stop the run for it
+                self.errors["visibility_sample_failed"] += 1
+
     def _track_visibility(self, observer: SagaObserver) -> None:
         if self.visible_projection is None:
             return
@@ -217,10 +235,13 @@ class LoadTest:
         positions = ray.get(host.positions.remote(self.visible_projection))
         now = time.time()
         with observer.lock:
-            pending = [(oid, pos) for oid, (_, _, pos) in observer.ended.items() if oid not in self.visible_at]
-        for oid, (topic, partition, offset) in pending:
+            ended = observer.ended_log[self.ended_seen :]
+        self.ended_seen += len(ended)
+        self.invisible.update(ended)
+        for saga_id, (topic, partition, offset) in list(self.invisible.items()):
             if positions.get((topic, partition), 0) > offset:
-                self.visible_at[oid] = now
+                self.visible_at[saga_id] = now
+                del self.invisible[saga_id]
 
     # ---- report ----------------------------------------------------------------------
 
