@@ -400,10 +400,11 @@ class Shard:
         if batch.client:
             self._answer_duplicates(batch.commands, outcomes)
         groups = self._split(batch, outcomes)
-        if len(groups) == 1:
-            decided = {p: self._transact_partition(p, part) for p, (_, part) in groups.items()}
-        else:
-            decided = self._transact_overlapped({p: part for p, (_, part) in groups.items()})
+        parts = {p: part for p, (_, part) in groups.items()}
+        if len(parts) > 1:
+            decided = self._transact_overlapped(parts)
+        else:  # one partition, or none (every command answered already): nothing to overlap
+            decided = {p: self._transact_partition(p, part) for p, part in parts.items()}
         for p, (indices, _) in groups.items():
             for i, outcome in zip(indices, decided[p], strict=True):
                 outcomes[i] = outcome
