@@ -401,9 +401,14 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _kafka_uuid() -> str:
+    """A cluster id as kafka-storage random-uuid makes one: base64url without padding, drawn again
+    when it starts with '-' (the storage tool would take it for an option, as Kafka's Uuid does)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        drawn = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not drawn.startswith("-"):
+            return drawn
 
 
 def _metadata_ok(client: dict[str, Any]) -> bool:
