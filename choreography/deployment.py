@@ -23,7 +23,7 @@ from actors.runtime import actor_options
 from actors.shard_actor import shard_actor_name
 from choreography.config import Settings
 from choreography.errors import NotDeployed
-from choreography.lag import LAG_MONITOR, consumer_lag
+from choreography.lag import LAG_MONITOR, LagRow, consumer_lag
 from choreography.policy_runner import runner_actor_name
 from choreography.system import DEPLOYMENT_RECORD, System
 from choreography.topology import ensure_topics
@@ -186,7 +186,7 @@ def wait_deployed(system: System, say: Progress, timeout: float) -> None:
     # Caught up means with what the topics held when the wait began: under a live load the lag
     # never reaches 0. A transactional partition ends with a commit marker that a caught-up group
     # never consumes, so a lag of 1 per partition is caught up.
-    rows = consumer_lag(system.settings)
+    rows = _lag_of_running_consumers(system.settings)
     targets = {(row.group, row.topic, row.partition): row.end for row in rows}
     while True:
         behind = sum(
@@ -199,7 +199,13 @@ def wait_deployed(system: System, say: Progress, timeout: float) -> None:
         if time.monotonic() >= deadline:
             raise TimeoutError(f"the consumers are still {behind:,} events behind after {timeout:.0f}s")
         time.sleep(0.5)
-        rows = consumer_lag(system.settings)
+        rows = _lag_of_running_consumers(system.settings)
+
+
+def _lag_of_running_consumers(settings: Settings) -> list[LagRow]:
+    """Lag of every group but the policy stages scaled to 0 runners (their lag only grows)."""
+    stopped = {policy_group(settings.namespace, s) for s, spec in settings.services.items() if not spec.policy_runners}
+    return [row for row in consumer_lag(settings) if row.group not in stopped]
 
 
 def attach(namespace: str, address: str | None = None) -> System:

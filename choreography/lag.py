@@ -42,7 +42,7 @@ def consumer_groups(settings: Settings) -> list[tuple[str, str, list[str]]]:
     groups: list[tuple[str, str, list[str]]] = []
     for service in settings.services:
         groups.append((shard_group(ns, service), "shard", [commands_topic(service, prefix)]))
-        if settings.services[service].policy_runners and settings.services[service].policies:
+        if settings.services[service].policies:  # also while scaled to 0 runners: its lag still grows
             sources = settings.sources(service)
             groups.append((policy_group(ns, service), "policy", [events_topic(s, prefix) for s in sources]))
     for name, spec in settings.projections.items():
@@ -86,6 +86,36 @@ def with_rates(now: list[LagRow], before: list[LagRow], seconds: float) -> list[
         moved = max(0, r.committed - max(prev.get((r.group, r.topic, r.partition), r.committed), 0))
         out.append(LagRow(r.group, r.kind, r.topic, r.partition, r.committed, r.end, moved / seconds if seconds else 0))
     return out
+
+
+EdgeLoad = dict[tuple[str, str], tuple[float, int]]
+"""(consumer, topic without prefix) -> (events/s, lag): a policy stage's consumer is its service,
+a projection's its name (the edges of `choreo graph --live`)."""
+
+
+def edge_load(settings: Settings, rows: list[LagRow]) -> EdgeLoad:
+    """Sum each policy and projection group's rate and lag per topic."""
+    ns, prefix = settings.namespace, settings.topic_prefix
+    consumers = {policy_group(ns, s): s for s in settings.services}
+    consumers.update({projection_group(ns, p): p for p in settings.projections})
+    load: EdgeLoad = {}
+    for r in rows:
+        consumer = consumers.get(r.group)
+        if consumer is None or r.kind == "shard":
+            continue
+        key = (consumer, r.topic.removeprefix(prefix))
+        rate, lag = load.get(key, (0.0, 0))
+        load[key] = (rate + r.events_per_s, lag + r.lag)
+    return load
+
+
+def sample_load(settings: Settings, seconds: float) -> EdgeLoad:
+    """Two lag samples `seconds` apart: every edge's events/s and its lag at the second sample."""
+    before = consumer_lag(settings)
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = consumer_lag(settings)
+    return edge_load(settings, with_rates(after, before, time.monotonic() - started))
 
 
 class LagMonitor:

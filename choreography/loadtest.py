@@ -8,7 +8,7 @@ import json
 import random
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 from choreography.cpu import Sample as CpuSample
 from choreography.cpu import cost, sample
 from choreography.errors import ShardUnavailable
-from choreography.lag import consumer_lag
+from choreography.graph import choreography_map
+from choreography.lag import EdgeLoad, LagRow, consumer_lag, edge_load, with_rates
 from choreography.system import System
 from choreography.workload import Workload
 from events.base import Command
@@ -123,6 +124,8 @@ class LoadTest:
         self.visible_at: dict[str, float] = {}
         self.errors: Counter[str] = Counter()
         self.samples: list[Sample] = []
+        self.lag_rows: deque[tuple[float, list[LagRow]]] = deque(maxlen=2)
+        """The last two raw lag samples (time, rows) taken under load: the map's edge figures."""
         self.cpu_before: CpuSample | None = None
         self.cpu_started = time.monotonic()
         visible = workload.visible_projection
@@ -188,7 +191,7 @@ class LoadTest:
                 time.sleep(0.005)
             if time.monotonic() >= next_sample:
                 next_sample += 1.0
-                self._sample(observer, started)
+                self._sample(observer, started, under_load=True)
                 if on_tick:
                     on_tick(self, observer, started)
         return time.monotonic() - started
@@ -206,11 +209,14 @@ class LoadTest:
                 on_tick(self, observer, started)
         self.visibility_done.set()
 
-    def _sample(self, observer: SagaObserver, started: float) -> None:
+    def _sample(self, observer: SagaObserver, started: float, under_load: bool = False) -> None:
         lag: dict[str, int] = defaultdict(int)
         if len(self.samples) % 3 == 0:
             try:
-                for row in consumer_lag(self.system.settings):
+                rows = consumer_lag(self.system.settings)
+                if under_load:
+                    self.lag_rows.append((time.monotonic(), rows))
+                for row in rows:
                     lag[row.kind] += row.lag
             except Exception:  # lag is informative; never fail the run for it
                 self.errors["lag_sample_failed"] += 1
@@ -279,8 +285,18 @@ class LoadTest:
             if self.cpu_before is not None and cpu_after is not None
             else [],
             "timeline": [asdict(s) for s in self.samples],
+            "map": self.live_map(),
             "baselines": {},
         }
+
+    def live_map(self) -> str:
+        """The choreography map (Mermaid) with each edge's events/s and lag near the end of the load."""
+        settings = self.system.settings
+        load: EdgeLoad = {}
+        if len(self.lag_rows) == 2:
+            (t0, before), (t1, after) = self.lag_rows
+            load = edge_load(settings, with_rates(after, before, t1 - t0))
+        return choreography_map(settings).mermaid(load)
 
     def check_invariants(self) -> dict[str, Any]:
         """The workload's audit of every event of the run (keys `<run>-...`) in every service's log."""
@@ -302,7 +318,15 @@ def write_outputs(report: dict[str, Any], output: Path) -> list[Path]:
     output.mkdir(parents=True, exist_ok=True)
     path = output / "loadtest.json"
     path.write_text(json.dumps(report, indent=2, default=str))
-    return [path, *plot(report, output)]
+    written = [path, *plot(report, output)]
+    if report.get("map"):
+        the_map = output / "map.md"
+        the_map.write_text(
+            f"# Choreography map of load test {report['run']}\n\nEach policy and projection edge shows its consumer "
+            f"group's events/s and lag on that topic near the end of the load.\n\n```mermaid\n{report['map']}```\n"
+        )
+        written.append(the_map)
+    return written
 
 
 def plot(report: dict[str, Any], output: Path) -> list[Path]:

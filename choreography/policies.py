@@ -15,7 +15,7 @@ from typing import Any
 
 from events.base import Command, Event, StoredEvent
 
-Policy = Callable[[Any, "Meta"], list[Command]]
+Policy = Callable[[Any, "Meta"], Sequence[Command]]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ def run_policies(wiring: Sequence[On], stored: StoredEvent, services: Collection
 def reacting_types(wiring: Sequence[On], events: Iterable[type[Event]]) -> frozenset[str]:
     """Type names of the `events` some row of the wiring reacts to (a row matches subclasses too)."""
     return frozenset(cls.type_name() for cls in events if any(issubclass(cls, row.event) for row in wiring))
+
+
+def policy_name(policy: Policy) -> str:
+    """How maps, traces and reports name a policy: its function name."""
+    return str(getattr(policy, "__name__", None) or type(policy).__name__)
 
 
 def source_services(wiring: Sequence[On]) -> list[str]:

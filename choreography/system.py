@@ -33,6 +33,7 @@ from choreography.lag import LAG_MONITOR, LagRow, consumer_lag, spawn_lag_monito
 from choreography.policy_runner import RunnerConfig, runner_actor_name, spawn_policy_runner
 from choreography.redrive import Redriven
 from choreography.rescale import Rescaled, rescale, rescale_runners
+from choreography.stuck import StuckSaga
 from choreography.topology import ensure_topics
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
@@ -463,6 +464,15 @@ class System:
 
     def lag(self) -> list[LagRow]:
         return consumer_lag(self.settings)
+
+    def stuck(self, older_than_s: float = 30.0, limit: int = 100, scan: int = 5_000) -> list[StuckSaga]:
+        """Sagas that have not reached their end, whose last event is at least `older_than_s` old
+        (among the `scan` most recently active), each with the service that owes the next step
+        and what that step waits on: lag, a dead letter or a failed shard (see choreography/sagas.py).
+        Reads the `events_raw` projection, so a saga shows once its events are stored there."""
+        from choreography.sagas import find_stuck
+
+        return find_stuck(self, older_than_s, limit, scan)
 
     def close(self) -> None:
         """Stop cleanly. Actors of a non-detached system are ended; detached ones keep running

@@ -7,7 +7,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install --quiet --upgrade pip
-"$tmp/venv/bin/python" -m pip install --quiet ".[dev,bench]"
+"$tmp/venv/bin/python" -m pip install --quiet ".[dev,bench,graph]"
 {
   echo "# The exact versions CI tested (pip install -c constraints.txt). Regenerate: scripts/lock.sh"
   "$tmp/venv/bin/python" -m pip freeze | grep -v '^choreo'

@@ -19,7 +19,7 @@ stamp=.venv/.choreo-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "==> installing Python dependencies (first run takes a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev,bench,graph]"
   touch "$stamp"
 fi
 echo "==> resolving the Kafka broker jars with Maven (cached after the first run)"

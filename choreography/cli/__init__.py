@@ -1,7 +1,7 @@
 """The `choreo` command line, one module per group of verbs: `kafka` (local broker), `reads`
 (submit, state, history, saga, query, lag, validate), `run` (demo, loadtest), `cluster`
-(deploy, status, down) and `ops` (projections, schemas, snapshots, dead letters). `main` turns
-user and environment errors into one line and an exit code."""
+(deploy, status, down), `ops` (projections, schemas, snapshots, dead letters) and `visibility`
+(graph). `main` turns user and environment errors into one line and an exit code."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from choreography.broker import BrokerError
-from choreography.cli import cluster, kafka, ops, reads, run
+from choreography.cli import cluster, kafka, ops, reads, run, visibility
 from choreography.cli.common import app, err_console, loaded, no_broker_error
 from choreography.config import ConfigError
 from choreography.errors import (
@@ -23,8 +23,9 @@ from choreography.errors import (
     QueryRejected,
     ShardUnavailable,
 )
+from choreography.graph import RendererMissing
 
-__all__ = ["app", "cluster", "kafka", "main", "ops", "reads", "run"]
+__all__ = ["app", "cluster", "kafka", "main", "ops", "reads", "run", "visibility"]
 
 USER_ERRORS = (
     ConfigError,
@@ -38,6 +39,7 @@ USER_ERRORS = (
     NotDeployed,
     TimeoutError,
     ValueError,
+    RendererMissing,
 )
 
 

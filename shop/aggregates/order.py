@@ -97,7 +97,7 @@ class OrderAggregate:
     def due_at(self, state: OrderState) -> datetime | None:
         return None if state.terminal else state.deadline_at
 
-    def expire(self, aggregate_id: str) -> Command:
+    def expire(self, aggregate_id: str) -> ExpireOrder:
         return ExpireOrder(order_id=aggregate_id, command_id=f"expire:{aggregate_id}")
 
     # ---- decide ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -58,6 +59,12 @@ def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap
     assert report["timeline"] and report["timeline"][-1]["completed"] == report["sagas"]
     for png in ("throughput.png", "latency.png", "lag.png", "cpu.png"):
         assert (out / png).stat().st_size > 1000
+    # The live map: every policy and projection edge labelled with its consumer's rate and lag under load.
+    the_map = report["map"]
+    assert the_map.count("ev/s, lag") == the_map.count(" -- ") > 20, the_map
+    busy = re.search(r'inventory: reserve_each_line<br/>([\d,]+) ev/s', the_map)
+    assert busy is not None and int(busy.group(1).replace(",", "")) > 0, the_map
+    assert "```mermaid" in (out / "map.md").read_text()
 
     cpu = {row["role"]: row for row in report["cpu"]}
     roles = {"Kafka broker", "order shards", "inventory shards", "payment shards", "shipping shards",

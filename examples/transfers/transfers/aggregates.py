@@ -83,7 +83,7 @@ class TransferAggregate:
     def due_at(self, state: TransferState) -> datetime | None:
         return state.deadline_at if state.status is TransferStatus.REQUESTED else None
 
-    def expire(self, aggregate_id: str) -> Command:
+    def expire(self, aggregate_id: str) -> ExpireTransfer:
         return ExpireTransfer(transfer_id=aggregate_id, command_id=f"expire:{aggregate_id}")
 
     def decide(self, state: TransferState, command: Command) -> list[Event]:
