@@ -17,7 +17,7 @@ import subprocess
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -95,14 +95,8 @@ class ChoreographyMap:
         if self.deadlines:
             lines.append("  deadline([deadline])")
             lines += [f"  deadline --> {_id('c', service, c)}" for service, c in self.deadlines]
-        for r in self.reactions:
-            start = _id("e", r.source, r.event)
-            for command, target in r.commands:
-                label = f"{r.service}: {r.policy}{note(r.service, r.source + '-events')}"
-                lines.append(f'  {start} -- "{label}" --> {_id("c", target, command)}')
-            if not r.commands:
-                label = f"{r.service}: {r.policy} (?){note(r.service, r.source + '-events')}"
-                lines.append(f'  {start} -- "{label}" --> {_id("s", r.service)}')
+        for start, label, command, service in self._policy_edges(note):
+            lines.append(f'  {start} -- "{label}" --> {command or _id("s", service)}')
         for p in self.projections:
             lines.append(f'  {_id("p", p.name)}[("{p.name}")]')
             for topic in p.topics:
@@ -127,15 +121,12 @@ class ChoreographyMap:
         if self.deadlines:
             lines.append('  deadline [shape=oval, style=filled, fillcolor="#eeeeee"];')
             lines += [f"  deadline -> {_id('c', service, c)};" for service, c in self.deadlines]
-        for r in self.reactions:
-            start = _id("e", r.source, r.event)
-            for command, target in r.commands:
-                label = f"{r.service}: {r.policy}{note(r.service, r.source + '-events')}"
-                lines.append(f'  {start} -> {_id("c", target, command)} [label="{label}"];')
-            if not r.commands:
-                label = f"{r.service}: {r.policy} (?){note(r.service, r.source + '-events')}"
-                cluster = _id("cluster", r.service)
-                lines.append(f'  {start} -> {self._anchor(r.service)} [label="{label}", lhead={cluster}];')
+        for start, label, command, service in self._policy_edges(note):
+            if command:
+                lines.append(f'  {start} -> {command} [label="{label}"];')
+            else:
+                cluster = _id("cluster", service)
+                lines.append(f'  {start} -> {self._anchor(service)} [label="{label}", lhead={cluster}];')
         for p in self.projections:
             lines.append(f'  {_id("p", p.name)} [label="{p.name}", shape=cylinder];')
             for topic in p.topics:
@@ -150,6 +141,16 @@ class ChoreographyMap:
                     )
         lines.append("}")
         return "\n".join(lines) + "\n"
+
+    def _policy_edges(self, note: Callable[[str, str], str]) -> Iterator[tuple[str, str, str, str]]:
+        """(event node, label, command node, policy's service) per policy edge; the command node is
+        "" for a policy that names no command (its edge goes to its service)."""
+        for r in self.reactions:
+            start, load = _id("e", r.source, r.event), note(r.service, r.source + "-events")
+            for command, target in r.commands:
+                yield start, f"{r.service}: {r.policy}{load}", _id("c", target, command), r.service
+            if not r.commands:
+                yield start, f"{r.service}: {r.policy} (?){load}", "", r.service
 
     def _owner(self, topic: str) -> str | None:
         """The service whose events topic this is."""
