@@ -142,6 +142,9 @@ class Batch:
     """Commands from clients: their outcomes are recorded for the dedup window."""
     marks: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     """(topic, key, value) records committed in the same transaction, e.g. redrive done marks."""
+    received_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    """When the shard took the commands: their events' Kafka timestamp (derived traces time each
+    hop of a saga from it, see `choreography.traces`)."""
 
 
 @dataclass
@@ -419,7 +422,10 @@ class Shard:
         def group(p: int) -> tuple[list[int], Batch]:
             if p not in groups:
                 sources: list[Message] | None = [] if batch.sources else None
-                groups[p] = ([], Batch([], sources, [], batch.group_metadata, client=batch.client))
+                groups[p] = (
+                    [],
+                    Batch([], sources, [], batch.group_metadata, client=batch.client, received_ms=batch.received_ms),
+                )
             return groups[p]
 
         for i, cmd in enumerate(batch.commands):
@@ -539,6 +545,7 @@ class Shard:
                     key=env.aggregate_id.encode(),
                     value=self.registry.encode_event(env, payload),
                     partition=p,
+                    timestamp=batch.received_ms,
                     headers=event_headers(env),
                     on_delivery=partial(_record_position, txn.positions, (i, j)),
                 )
@@ -581,22 +588,25 @@ class Shard:
         self._index_outcomes(txn.p, txn.records)
         commands, outcomes = txn.batch.commands, txn.outcomes
         committed = [
-            (commands[i].command_id, self._stored(staged, [txn.positions[(i, j)] for j in range(len(staged))]))
+            (
+                commands[i].command_id,
+                self._stored(staged, [txn.positions[(i, j)] for j in range(len(staged))], txn.batch.received_ms),
+            )
             for i, staged in txn.appended
         ]
         for (i, _), accepted in zip(txn.appended, self.core.commit(txn.pending, committed), strict=True):
             outcomes[i] = accepted
         return [o for o in outcomes if o is not None]
 
-    def _stored(self, staged: Staged, delivered: list[tuple[int, int] | KafkaError]) -> list[StoredEvent]:
+    def _stored(
+        self, staged: Staged, delivered: list[tuple[int, int] | KafkaError], timestamp_ms: int
+    ) -> list[StoredEvent]:
         """The staged events of one command with the log positions their delivery reported."""
         stored = []
         for (env, payload), where in zip(staged, delivered, strict=True):
             assert not isinstance(where, KafkaError)  # raised after the flush
             part, offset = where
-            stored.append(
-                StoredEvent(envelope=env, payload=payload, topic=self.events_topic, partition=part, offset=offset)
-            )
+            stored.append(StoredEvent(env, payload, self.events_topic, part, offset, timestamp_ms))
         return stored
 
     # ---- durable dedup of client commands -------------------------------------------
@@ -699,7 +709,9 @@ class Shard:
             for msg in read_to_end(self.reader, self.events_topic, {p: min(offsets)}):
                 _, offset = position(msg)
                 if offset in offsets:
-                    found[(p, offset)] = self.registry.decode_event(msg.value(), self.events_topic, p, offset)
+                    found[(p, offset)] = self.registry.decode_event(
+                        msg.value(), self.events_topic, p, offset, msg.timestamp()[1]
+                    )
                 if offset >= last:
                     self.reader.unassign()
                     break

@@ -59,6 +59,29 @@ def run_policies(wiring: Sequence[On], stored: StoredEvent, services: Collection
     return commands
 
 
+@dataclass(frozen=True)
+class Reaction:
+    """What one wiring row made of an event: its commands, or the error its policy raised."""
+
+    policy: str
+    commands: tuple[Command, ...]
+    error: str = ""
+
+
+def reactions(wiring: Sequence[On], stored: StoredEvent) -> list[Reaction]:
+    """The reaction of each row of `wiring` that matches `stored`, in wiring order. A policy that
+    raises gives a Reaction with no commands and its error (its runner dead-letters the event)."""
+    meta = Meta(stored.envelope.event_id, stored.envelope.correlation_id)
+    found: list[Reaction] = []
+    for row in wiring:
+        if isinstance(stored.payload, row.event):
+            try:
+                found.append(Reaction(policy_name(row.policy), tuple(row.policy(stored.payload, meta))))
+            except Exception as exc:
+                found.append(Reaction(policy_name(row.policy), (), f"{type(exc).__name__}: {exc}"))
+    return found
+
+
 def reacting_types(wiring: Sequence[On], events: Iterable[type[Event]]) -> frozenset[str]:
     """Type names of the `events` some row of the wiring reacts to (a row matches subclasses too)."""
     return frozenset(cls.type_name() for cls in events if any(issubclass(cls, row.event) for row in wiring))

@@ -19,6 +19,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from choreography.stuck import OwedStep, StuckSaga, open_saga
+from choreography.traces import Trace, build_trace
 from events.base import Envelope, StoredEvent
 from events.log.dlq import DeadLetter
 from events.log.topics import commands_topic, partition_for, policy_group, shard_group
@@ -30,13 +31,40 @@ if TYPE_CHECKING:
 SCAN_CHUNK = 1_000
 
 
+def require_events_raw(system: System, what: str) -> None:
+    settings = system.settings
+    if not any(t.name == EVENTS_RAW.name for name in settings.projections for t in settings.projection(name).tables):
+        raise ValueError(f"{what} reads the events_raw projection: declare it under metadata.projections")
+
+
+def saga_events(system: System, ids: Sequence[str]) -> dict[str, list[StoredEvent]]:
+    """The events of each saga in `ids` (from events_raw), in the order they happened."""
+    registry = system.settings.registry()
+    columns = ", ".join((*EVENTS_RAW.columns, "_topic", "_partition", "_offset"))
+    fields = set(Envelope.model_fields)
+    by_saga: dict[str, list[StoredEvent]] = {}
+    for start in range(0, len(ids), SCAN_CHUNK):
+        rows = system.query(
+            f"SELECT {columns} FROM events_raw WHERE correlation_id IN %(ids)s "
+            "ORDER BY correlation_id, occurred_at, _topic, _partition, _offset",
+            {"ids": list(ids[start : start + SCAN_CHUNK])},
+        ).as_dicts()
+        for row in rows:
+            cls = registry.event_class(row["event_type"])
+            envelope = Envelope(**{c: row[c] for c in fields} | {"occurred_at": _aware(row["occurred_at"])})
+            event = StoredEvent(
+                envelope, cls.model_validate_json(row["payload"]), row["_topic"], row["_partition"], row["_offset"],
+                round(_aware(row["kafka_timestamp"]).timestamp() * 1000),
+            )  # fmt: skip
+            by_saga.setdefault(row["correlation_id"], []).append(event)
+    return by_saga
+
+
 def find_stuck(system: System, older_than_s: float, limit: int, scan: int) -> list[StuckSaga]:
     """Up to `limit` open sagas whose last event is at least `older_than_s` old, among the `scan`
     most recently active such sagas, most recent first."""
+    require_events_raw(system, "finding stuck sagas")
     settings = system.settings
-    if not any(t.name == EVENTS_RAW.name for name in settings.projections for t in settings.projection(name).tables):
-        raise ValueError("finding stuck sagas reads the events_raw projection: declare it under metadata.projections")
-    registry = settings.registry()
     aggregates = {s: settings.aggregate(s) for s in settings.services}
     wiring = {s: settings.wiring(s) for s in settings.services}
     now = datetime.now(UTC)
@@ -49,30 +77,21 @@ def find_stuck(system: System, older_than_s: float, limit: int, scan: int) -> li
             {"before": before, "scan": scan},
         ).rows
     ]
-    found: list[StuckSaga] = []
-    columns = ", ".join((*EVENTS_RAW.columns, "_topic", "_partition", "_offset"))
-    for start in range(0, len(ids), SCAN_CHUNK):
-        rows = system.query(
-            f"SELECT {columns} FROM events_raw WHERE correlation_id IN %(ids)s "
-            "ORDER BY correlation_id, occurred_at, _topic, _partition, _offset",
-            {"ids": ids[start : start + SCAN_CHUNK]},
-        ).as_dicts()
-        by_saga: dict[str, list[StoredEvent]] = {}
-        for row in rows:
-            cls = registry.event_class(row["event_type"])
-            envelope = Envelope(
-                **{c: row[c] for c in EVENTS_RAW.columns if c != "payload"}
-                | {"occurred_at": _aware(row["occurred_at"])}
-            )
-            event = StoredEvent(
-                envelope, cls.model_validate_json(row["payload"]), row["_topic"], row["_partition"], row["_offset"]
-            )
-            by_saga.setdefault(row["correlation_id"], []).append(event)
-        for saga_id in ids[start : start + SCAN_CHUNK]:
-            saga = open_saga(saga_id, by_saga.get(saga_id, []), aggregates, wiring, now)
-            if saga is not None:
-                found.append(saga)
+    by_saga = saga_events(system, ids)
+    found = [
+        saga
+        for saga_id in ids
+        if (saga := open_saga(saga_id, by_saga.get(saga_id, []), aggregates, wiring, now)) is not None
+    ]
     return Waits(system).explain(found)[:limit]
+
+
+def find_trace(system: System, saga_id: str) -> Trace:
+    """The derived trace of one saga (see choreography/traces.py), from its events in events_raw."""
+    require_events_raw(system, "tracing a saga")
+    settings = system.settings
+    wiring = {s: settings.wiring(s) for s in settings.services}
+    return build_trace(saga_id, saga_events(system, [saga_id]).get(saga_id, []), wiring)
 
 
 def _aware(value: datetime) -> datetime:

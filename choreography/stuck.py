@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from actors.aggregate import Aggregate, HasDeadlines, HasTerminalStates
-from choreography.policies import Meta, On, policy_name
+from choreography.policies import On, reactions
 from events.base import Command, StoredEvent
 
 
@@ -84,19 +84,12 @@ def owed_steps(events: Sequence[StoredEvent], wiring: Mapping[str, Sequence[On]]
     effected = {e.envelope.causation_id for e in events}
     owed: list[OwedStep] = []
     for event in events:
-        meta = Meta(event.envelope.event_id, event.envelope.correlation_id)
         for service, rows in wiring.items():
-            for row in rows:
-                if not isinstance(event.payload, row.event):
-                    continue
-                name = policy_name(row.policy)
-                try:
-                    commands = tuple(row.policy(event.payload, meta))
-                except Exception as exc:
-                    owed.append(OwedStep(service, name, event, (), f"{type(exc).__name__}: {exc}"))
-                    continue
-                if commands and not any(c.command_id in effected for c in commands):
-                    owed.append(OwedStep(service, name, event, commands))
+            for made in reactions(rows, event):
+                if made.error:
+                    owed.append(OwedStep(service, made.policy, event, (), made.error))
+                elif made.commands and not any(c.command_id in effected for c in made.commands):
+                    owed.append(OwedStep(service, made.policy, event, made.commands))
     return owed
 
 

@@ -35,6 +35,7 @@ from choreography.redrive import Redriven
 from choreography.rescale import Rescaled, rescale, rescale_runners
 from choreography.stuck import StuckSaga
 from choreography.topology import ensure_topics
+from choreography.traces import Trace
 from events.base import Command, DomainModel, StoredEvent
 from events.log.dlq import DeadLetter, read_dead_letters
 from events.log.kafka_io import write_outage
@@ -473,6 +474,14 @@ class System:
         from choreography.sagas import find_stuck
 
         return find_stuck(self, older_than_s, limit, scan)
+
+    def trace(self, saga_id: str) -> Trace:
+        """The saga's derived trace: a span per command handled and per policy reaction, each under
+        its cause, with each hop's waiting in Kafka and processing (see choreography/traces.py).
+        Reads the `events_raw` projection; `Trace.connected` says whether it is one tree."""
+        from choreography.sagas import find_trace
+
+        return find_trace(self, saga_id)
 
     def close(self) -> None:
         """Stop cleanly. Actors of a non-detached system are ended; detached ones keep running

@@ -79,6 +79,9 @@ class StoredEvent:
     topic: str
     partition: int
     offset: int
+    timestamp_ms: int = 0
+    """The Kafka record's timestamp: when the shard took the command that made the event (0 where
+    the reader did not say). With `occurred_at` (the decision) it times each hop of a saga."""
 
     @property
     def version(self) -> int:

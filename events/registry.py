@@ -121,10 +121,12 @@ class Registry:
             payload.model_dump_json().encode(),
         )
 
-    def decode_event(self, value: bytes | None, topic: str, partition: int, offset: int) -> StoredEvent:
+    def decode_event(
+        self, value: bytes | None, topic: str, partition: int, offset: int, timestamp_ms: int = 0
+    ) -> StoredEvent:
         if not value:
             raise DecodeError("empty message value")
-        fast = self._decode_current(value, topic, partition, offset)
+        fast = self._decode_current(value, topic, partition, offset, timestamp_ms)
         if fast is not None:
             return fast
         try:
@@ -141,13 +143,16 @@ class Registry:
                 topic=topic,
                 partition=partition,
                 offset=offset,
+                timestamp_ms=timestamp_ms,
             )
         except DecodeError:
             raise
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             raise DecodeError(f"undecodable event: {type(exc).__name__}: {exc}") from exc
 
-    def _decode_current(self, value: bytes, topic: str, partition: int, offset: int) -> StoredEvent | None:
+    def _decode_current(
+        self, value: bytes, topic: str, partition: int, offset: int, timestamp_ms: int
+    ) -> StoredEvent | None:
         """Hot path: an event already at its current schema version, parsed and validated in one
         pass by pydantic's Rust JSON parser. Anything else (old versions, poison) returns None
         and takes the general path, which upcasts and explains errors."""
@@ -176,6 +181,7 @@ class Registry:
             topic=topic,
             partition=partition,
             offset=offset,
+            timestamp_ms=timestamp_ms,
         )
 
     # ---- commands -------------------------------------------------------------

@@ -27,6 +27,11 @@ class Table:
     ddl: str
     """CREATE TABLE IF NOT EXISTS <name> (...); must declare the position columns via POSITION_DDL
     (a view's target table holds no positions)."""
+    positioned: bool = True
+    """False for a table whose rows hold no log position (not a projection's: see otel_traces)."""
+    added: tuple[tuple[str, str], ...] = ()
+    """(column, type) of columns added since the table was first released (and in the DDL too): a
+    table created before gets them with ALTER TABLE ... ADD COLUMN IF NOT EXISTS."""
 
     def renamed(self, suffix: str) -> Table:
         """The same table under `<name><suffix>` (a rebuild builds its fresh tables this way)."""
@@ -36,7 +41,7 @@ class Table:
         if head not in self.ddl:
             raise ValueError(f"DDL of {self.name} must start with {head!r}")
         ddl = self.ddl.replace(head, f"CREATE TABLE IF NOT EXISTS {self.name}{suffix} ", 1)
-        return Table(self.name + suffix, self.columns, ddl)
+        return Table(self.name + suffix, self.columns, ddl, self.positioned, self.added)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from events.log.topics import dlq_topic, projection_group
 from events.registry import Registry
 from projections.base import Projection
 from projections.declared import load_projection
+from projections.otel_traces import OTEL_TRACES
 from projections.runner import REBUILD, ProjectionRunner, discard_rebuild, promote, recover
 from projections.sink import ClickHouseSink, QueryResult
 
@@ -41,11 +42,11 @@ class SharedDecoder:
         self.capacity = capacity
         self.cache: OrderedDict[tuple[str, int, int], StoredEvent] = OrderedDict()
 
-    def decode(self, value: bytes | None, topic: str, partition: int, offset: int) -> StoredEvent:
+    def decode(self, value: bytes | None, topic: str, partition: int, offset: int, timestamp_ms: int) -> StoredEvent:
         key = (topic, partition, offset)
         event = self.cache.get(key)
         if event is None:
-            event = self.registry.decode_event(value, topic, partition, offset)
+            event = self.registry.decode_event(value, topic, partition, offset, timestamp_ms)
             self.cache[key] = event
             if len(self.cache) > self.capacity:
                 self.cache.popitem(last=False)
@@ -91,6 +92,7 @@ class ProjectionHost:
                 self.rebuilds[name] = self._runner(name, REBUILD)
                 self.rebuilds[name].start()
         self.paused: set[str] = set()
+        self.spans_ready = False
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="projections", daemon=True)
@@ -150,6 +152,15 @@ class ProjectionHost:
             # Crash-only: Ray restarts the actor and every projection resumes from ClickHouse.
             log.exception("projection loop failed; exiting so Ray restarts this actor")
             os._exit(1)
+
+    def insert_spans(self, rows: list[dict[str, Any]]) -> int:
+        """Live spans from the write path's ClickHouse exporter (actors/live_spans.py), as
+        `otel_traces` rows by column name. Returns how many were stored."""
+        if not self.spans_ready:
+            self.sink.create(OTEL_TRACES)
+            self.spans_ready = True
+        self.sink.insert(OTEL_TRACES, [tuple(row[c] for c in OTEL_TRACES.columns) for row in rows])
+        return len(rows)
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
         """The public, read-only analytics path (QueryRejected / QueryError on refusal or failure)."""

@@ -47,7 +47,8 @@ class BatchStats:
     seconds: float = 0.0
 
 
-Decoder = Callable[[bytes | None, str, int, int], StoredEvent]
+Decoder = Callable[[bytes | None, str, int, int, int], StoredEvent]
+"""(value, topic, partition, offset, Kafka timestamp in ms) -> the event."""
 PoisonHandler = Callable[[Message, str], None]
 """Called with an undecodable message and the reason (e.g. to send it to the dead-letter topic).
 Also called for a parked event; it must raise if the dead letter could not be written."""
@@ -278,7 +279,7 @@ class ProjectionRunner:
                 if (topic, p, offset) in self.parked:
                     continue
                 try:
-                    events.append(self.decode(msg.value(), topic, p, offset))
+                    events.append(self.decode(msg.value(), topic, p, offset, msg.timestamp()[1]))
                     raw[(topic, p, offset)] = msg
                 except DecodeError as exc:
                     stats.poison += 1

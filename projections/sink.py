@@ -97,6 +97,8 @@ class ClickHouseSink:
 
     def create(self, table: Table) -> None:
         self.command(table.ddl)
+        for column, kind in table.added:
+            self.command(f"ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     def drop(self, table: Table) -> None:
         self.command(f"DROP TABLE IF EXISTS {table.name}")
@@ -104,7 +106,8 @@ class ClickHouseSink:
     def insert(self, table: Table, rows: list[Row]) -> None:
         if rows:
             with self.lock:
-                self.client.insert(table.name, rows, column_names=[*table.columns, *POSITION_COLUMNS])
+                positions = POSITION_COLUMNS if table.positioned else ()
+                self.client.insert(table.name, rows, column_names=[*table.columns, *positions])
 
     def max_offsets(self, table: Table) -> dict[tuple[str, int], int]:
         """The highest Kafka offset stored in `table`, per (topic, partition)."""

@@ -1,5 +1,5 @@
 """Seeing the choreography: `graph` draws the map of who reacts to what, `stuck` lists the sagas
-that have not reached their end and who owes their next step."""
+that have not reached their end and who owes their next step, `trace` shows one saga's spans."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from choreography.cli.common import (
 )
 from choreography.graph import choreography_map, embed, embedded, render
 from choreography.lag import EdgeLoad, sample_load
+from choreography.traces import render_tree, span_json
 
 
 class GraphFormat(StrEnum):
@@ -136,3 +137,28 @@ def stuck(
         console.print(f"[green]no saga idle for {older_than} or more is waiting[/]")
     if found:
         raise typer.Exit(1)
+
+
+@app.command()
+def trace(
+    saga_id: Annotated[str, typer.Argument(help="The saga's id: its correlation id (an order's is the order id).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The spans as JSON lines (OpenTelemetry fields).")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Print one saga's derived trace: a span per command handled and per policy reaction, each
+    under its cause, with the time per hop split into waiting in Kafka and processing. Built from
+    the saga's events in the events_raw projection and the declared wiring (nothing on the write
+    path). Exits 1 when the saga has no events, 2 when its trace is not one connected tree."""
+    with running_system(config) as system:
+        found = system.trace(saga_id)
+    if not found.spans:
+        err_console.print(f"no events for saga {saga_id!r} in events_raw (yet): is the id right?")
+        raise typer.Exit(1)
+    if as_json:
+        for span in found.spans:
+            sys.stdout.write(json.dumps(span_json(span)) + "\n")
+    else:
+        for line in render_tree(found):
+            sys.stdout.write(line + "\n")
+    if not found.connected:
+        raise typer.Exit(2)

@@ -31,7 +31,9 @@ def read_topic(
             if key_prefix is not None and not (msg.key() or b"").startswith(key_prefix):
                 continue
             try:
-                yield registry.decode_event(msg.value(), topic, msg.partition() or 0, msg.offset() or 0)
+                yield registry.decode_event(
+                    msg.value(), topic, msg.partition() or 0, msg.offset() or 0, msg.timestamp()[1]
+                )
             except DecodeError:
                 if not skip_undecodable:
                     raise

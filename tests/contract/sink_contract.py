@@ -166,6 +166,24 @@ class SinkContract(ABC):
         sink.create(EVENTS)
         assert sink.rows("SELECT event_id FROM contract_events") == [("e1",)]
 
+    def test_create_adds_the_columns_added_since_to_a_table_made_before(self, sink: ClickHouseSink) -> None:
+        sink.create(EVENTS)
+        sink.insert(EVENTS, [("e1", "a", 1, AT, "t", 0, 0)])
+        grown = Table(
+            EVENTS.name,
+            (*EVENTS.columns, "note"),
+            EVENTS.ddl.replace("at DateTime64(6, 'UTC'),", "at DateTime64(6, 'UTC'), note String,"),
+            added=(("note", "String"),),
+        )
+        sink.create(grown)
+        sink.create(grown.renamed("_v2"))
+        sink.insert(grown, [("e2", "a", 2, AT, "hello", "t", 0, 1)])
+        assert sink.rows("SELECT event_id, note FROM contract_events ORDER BY event_id") == [
+            ("e1", ""),
+            ("e2", "hello"),
+        ]
+        assert sink.rows("SELECT name FROM system.columns WHERE table = 'contract_events_v2' AND name = 'note'")
+
     def test_drop_removes_the_table_and_a_missing_table_is_no_error(self, sink: ClickHouseSink) -> None:
         sink.create(EVENTS)
         sink.create(AGGREGATES)

@@ -12,12 +12,14 @@ import random
 import threading
 import time
 import uuid
+from collections import defaultdict
 from typing import Any
 
 import ray
 
 from choreography.system import System
-from events.base import Command
+from choreography.traces import build_trace, render_tree
+from events.base import Command, StoredEvent
 from shop.invariants import audit
 from shop.messages import AddStock, CancelOrder, OrderLine, PlaceOrder
 from tests.integration.conftest import read_log
@@ -27,6 +29,12 @@ PLENTY = [f"SKU-{i:02d}" for i in range(30)]
 SCARCE = [f"RARE-{i}" for i in range(5)]
 SCARCE_UNITS = 12
 KILL_EVERY_ORDERS = 200
+CONFIRMED_HOPS = {
+    "order OrderPlaced", "inventory reserve_each_line on OrderPlaced", "inventory ReserveStock",
+    "payment capture_payment on OrderPaymentRequested", "payment CapturePayment",
+    "shipping schedule_shipment on OrderPaid", "shipping ScheduleShipment",
+    "inventory ship_reserved_stock on OrderConfirmed", "inventory ShipStock",
+}  # fmt: skip
 
 
 def build_orders(run: str, rng: random.Random) -> tuple[list[PlaceOrder], list[CancelOrder]]:
@@ -146,6 +154,23 @@ def test_five_thousand_orders_survive_random_kills(make_settings, start_system) 
     assert result.refunded_cents > 0
     assert kills >= 5
     assert system.dead_letters() == []
+
+    # Every order's derived trace (built from the log as the read side builds it) is one tree
+    # across the kills and restarts, each command under the policy reaction that sent it.
+    wiring = {service: settings.wiring(service) for service in settings.services}
+    sagas: dict[str, list[StoredEvent]] = defaultdict(list)
+    for event in log:
+        sagas[event.envelope.correlation_id].append(event)
+    for place in places:
+        events = sagas[place.order_id]
+        trace = build_trace(place.order_id, events, wiring)
+        assert trace.connected, render_tree(trace)
+        commands = {(e.envelope.aggregate_type, e.envelope.causation_id) for e in events}
+        assert sum(s.kind == "SERVER" for s in trace.spans) == len(commands), render_tree(trace)
+        assert not [s for s in trace.spans if " ? " in s.name or s.name.endswith(" command")], render_tree(trace)
+        assert all(s.duration_ms >= -1 for s in trace.spans), render_tree(trace)  # ms-rounded Kafka times
+        if any(e.envelope.event_type == "OrderConfirmed" for e in events):
+            assert {s.name for s in trace.spans} >= CONFIRMED_HOPS, render_tree(trace)
 
     # Shard memory agrees with the log.
     states = order_states(system)

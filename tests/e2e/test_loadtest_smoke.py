@@ -62,7 +62,7 @@ def test_short_loadtest_writes_a_complete_report(tmp_path: Path, kafka_bootstrap
     # The live map: every policy and projection edge labelled with its consumer's rate and lag under load.
     the_map = report["map"]
     assert the_map.count("ev/s, lag") == the_map.count(" -- ") > 20, the_map
-    busy = re.search(r'inventory: reserve_each_line<br/>([\d,]+) ev/s', the_map)
+    busy = re.search(r"inventory: reserve_each_line<br/>([\d,]+) ev/s", the_map)
     assert busy is not None and int(busy.group(1).replace(",", "")) > 0, the_map
     assert "```mermaid" in (out / "map.md").read_text()
 

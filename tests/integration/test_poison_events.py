@@ -33,7 +33,9 @@ def test_poison_events_are_dead_lettered_and_the_flow_goes_on(make_settings, sta
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     producer.produce(topic, key=b"poison", value=b"\x00\xffnot an event", partition=poison_partition)
     producer.produce(
-        topic, key=b"poison", value=b'{"envelope": {"event_type": "OrderTeleported"}, "payload": {}}',
+        topic,
+        key=b"poison",
+        value=b'{"envelope": {"event_type": "OrderTeleported"}, "payload": {}}',
         partition=poison_partition,
     )
     assert producer.flush(10) == 0
@@ -59,7 +61,10 @@ def test_poison_events_are_dead_lettered_and_the_flow_goes_on(make_settings, sta
     for letter in letters:
         assert letter.source_topic == topic
         assert letter.partition == poison_partition
-        assert letter.value in (b"\x00\xffnot an event", b'{"envelope": {"event_type": "OrderTeleported"}, "payload": {}}')
+        assert letter.value in (
+            b"\x00\xffnot an event",
+            b'{"envelope": {"event_type": "OrderTeleported"}, "payload": {}}',
+        )
     reasons = " | ".join(letter.error for letter in letters)
     assert "undecodable event" in reasons
     assert "unknown event type 'OrderTeleported'" in reasons
@@ -83,8 +88,11 @@ def _count_value(settings, topic: str, partition: int, value: bytes | None) -> i
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"probe-{uuid.uuid4().hex}",
-         "enable.partition.eof": True}
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"probe-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+        }
     )
     consumer.assign([TopicPartition(topic, partition, 0)])
     count = 0

@@ -34,15 +34,15 @@ def test_restarted_projection_matches_the_event_log(make_settings, start_system)
     pids = set()
     for _ in range(3):
         time.sleep(0.4)
-        pids.add(ray.get(system.projection_hosts['orders'].pid.remote()))
-        ray.kill(system.projection_hosts['orders'], no_restart=False)
+        pids.add(ray.get(system.projection_hosts["orders"].pid.remote()))
+        ray.kill(system.projection_hosts["orders"], no_restart=False)
     driver.join(timeout=300)
     assert not driver.is_alive()
 
     log = read_log(settings, "order-events")
     assert len(log) == len(places) + len(cancels)
     system.wait_for(log, projection="orders", timeout=120)
-    pids.add(ray.get(system.projection_hosts['orders'].pid.remote()))
+    pids.add(ray.get(system.projection_hosts["orders"].pid.remote()))
     assert len(pids) >= 3, "the projection host was not restarted"
 
     system.wait_for(log, projection="events_raw", timeout=120)

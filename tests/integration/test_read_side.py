@@ -74,14 +74,17 @@ def test_projections_equal_the_log_under_repeated_kills_and_rebuild_equals_live(
 
     final_status: dict[str, str] = {}
     for e in sorted(order_events, key=lambda e: e.version):
-        final_status[e.aggregate_id] = STATUS_BY_EVENT.get(e.envelope.event_type, final_status.get(e.aggregate_id, "reserving"))
+        final_status[e.aggregate_id] = STATUS_BY_EVENT.get(
+            e.envelope.event_type, final_status.get(e.aggregate_id, "reserving")
+        )
     want = Counter(final_status.values())
     assert dict(system.query("SELECT status, count() FROM orders FINAL GROUP BY status").rows) == dict(want)
     assert dict(system.query("SELECT status, count() FROM customer_orders FINAL GROUP BY status").rows) == dict(want)
     # order_lines: one row per placed line, same money.
     lines = [(line, p) for p in placed_events for line in p.lines]
     assert system.query("SELECT count(), sum(line_total_cents) FROM order_lines").rows[0] == (
-        len(lines), sum(line.quantity * line.unit_price_cents for line, _ in lines)
+        len(lines),
+        sum(line.quantity * line.unit_price_cents for line, _ in lines),
     )
     # saga_outcomes: one outcome per order, matching the terminal events.
     outcomes = OUTCOMES
@@ -107,9 +110,7 @@ def test_projections_equal_the_log_under_repeated_kills_and_rebuild_equals_live(
     for e in sorted(inventory, key=lambda e: (e.aggregate_id, e.version)):
         by_sku.setdefault(e.aggregate_id, []).append(e.payload)
     folded = {sku: fold(agg, payloads) for sku, payloads in by_sku.items()}
-    assert levels == {
-        sku: (s.available, s.reserved_total, s.shipped, s.added) for sku, s in folded.items()
-    }
+    assert levels == {sku: (s.available, s.reserved_total, s.shipped, s.added) for sku, s in folded.items()}
 
     # Rebuild equals live: drop and replay every projection, then compare checksums.
     live = _checksums(system)

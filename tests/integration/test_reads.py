@@ -23,7 +23,9 @@ def test_wait_for_returns_only_once_the_row_is_visible_and_times_out_when_stoppe
         oid = f"ryw-{uuid.uuid4().hex[:6]}-{i}"
         system.submit(PlaceOrder(order_id=oid, customer_id="c", lines=line), wait_for="orders")
         # No sleep, no retry: the row must already be there.
-        assert system.query("SELECT status FROM orders FINAL WHERE order_id = %(o)s", {"o": oid}).rows == [("reserving",)]
+        assert system.query("SELECT status FROM orders FINAL WHERE order_id = %(o)s", {"o": oid}).rows == [
+            ("reserving",)
+        ]
 
     system.pause_projection("orders")
     events = system.submit(PlaceOrder(order_id=f"ryw-paused-{uuid.uuid4().hex[:6]}", customer_id="c", lines=line))
@@ -59,7 +61,11 @@ def test_time_travel_returns_the_exact_earlier_state(make_settings, start_system
 
     history = system.history("order", oid)
     assert [e.envelope.event_type for e in history] == [
-        "OrderPlaced", "OrderLineReserved", "OrderLineReserved", "OrderPaymentRequested", "OrderPaid"
+        "OrderPlaced",
+        "OrderLineReserved",
+        "OrderLineReserved",
+        "OrderPaymentRequested",
+        "OrderPaid",
     ]
     assert [e.version for e in history] == [1, 2, 3, 4, 5]
     with pytest.raises(Exception, match="already being shipped"):
@@ -70,8 +76,13 @@ def test_lag_covers_every_group_and_reaches_ray_metrics(make_settings, start_sys
     settings = make_settings(shards=1, partitions=2)
     system = start_system(settings)
     system.submit_many([AddStock(sku="L1", quantity=100)])
-    system.submit(PlaceOrder(order_id=f"lag-{uuid.uuid4().hex[:6]}", customer_id="c",
-                             lines=(OrderLine(sku="L1", quantity=1, unit_price_cents=1),)))
+    system.submit(
+        PlaceOrder(
+            order_id=f"lag-{uuid.uuid4().hex[:6]}",
+            customer_id="c",
+            lines=(OrderLine(sku="L1", quantity=1, unit_price_cents=1),),
+        )
+    )
     deadline = time.monotonic() + 60
     rows = []
     while time.monotonic() < deadline:

@@ -81,9 +81,7 @@ def test_killed_shard_rehydrates_and_applies_each_command_exactly_once(make_sett
 
     # Every command got an answer: none silently lost.
     assert len(outcomes) == len(second)
-    assert all(isinstance(o, Accepted) for o in outcomes.values()), [
-        o for o in outcomes.values() if not o.ok
-    ][:3]
+    assert all(isinstance(o, Accepted) for o in outcomes.values()), [o for o in outcomes.values() if not o.ok][:3]
 
     log = read_log(settings, "order-events")
     per_command = Counter(e.envelope.causation_id for e in log)

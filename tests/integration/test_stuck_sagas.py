@@ -1,6 +1,8 @@
 """`choreo stuck` / `System.stuck()`: with payment's policy stage stopped, the orders waiting on it
 are listed with payment as the owner of their next step and the lag it waits on; once the stage
-runs again they finish and the list empties. Real Kafka, Ray and ClickHouse."""
+runs again they finish and the list empties. Meanwhile the order shard is killed too, and then
+`choreo trace` / `System.trace()` shows each of those orders as one tree with every hop, the
+payment hop's waiting covering the stop. Real Kafka, Ray and ClickHouse."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import ray
 
 from choreography.cli import main
 from choreography.cli import visibility as visibility_cli
 from choreography.stuck import StuckSaga
+from choreography.traces import Trace, render_tree
+from events.tracing import trace_id
 from shop.messages.inventory import AddStock
 from shop.messages.orders import OrderLine, PlaceOrder
 
@@ -48,7 +53,10 @@ def _confirmed_in_events_raw(system: Any, order_ids: list[str], timeout: float =
 def test_stuck_names_payment_while_its_policy_stage_is_stopped_and_empties_after_restart(
     make_settings: Any, start_system: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    system = start_system(make_settings(shards=1, partitions=2), metrics=False)
+    settings = make_settings(shards=1, partitions=2)
+    services = dict(settings.services)
+    services["order"] = services["order"].model_copy(update={"deadline_s": 900.0})  # no expiry mid-test
+    system = start_system(settings.model_copy(update={"services": services}), metrics=False)
     run = uuid.uuid4().hex[:6]
     system.submit_many([AddStock(sku=f"{run}-sku", quantity=100)])
     finished = _orders(run, "a", 3)
@@ -95,7 +103,63 @@ def test_stuck_names_payment_while_its_policy_stage_is_stopped_and_empties_after
         main(["stuck", "--older-than", "0s"])
     assert table.value.code == 1 and "Stuck sagas" in capsys.readouterr().out
 
+    ray.kill(system.shards["order"][0], no_restart=False)  # mid-saga: Ray restarts it
+    stopped_s = 3.0
+    time.sleep(stopped_s)
     system.scale_runners("payment", 1)
     _eventually(system, none_stuck, 180, "after payment's stage restarts, every saga finishes and the list empties")
     main(["stuck", "--older-than", "0s"])  # exit 0: nothing stuck
     assert "no saga" in capsys.readouterr().out
+
+    # Each order's derived trace is one tree with every hop, across the stop and the restart.
+    _confirmed_in_events_raw(system, ids)
+    unset, late = system.query(
+        "SELECT countIf(toUnixTimestamp64Milli(kafka_timestamp) = 0), countIf(kafka_timestamp > occurred_at) "
+        "FROM events_raw"
+    ).rows[0]
+    assert (unset, late) == (0, 0), "every event's Kafka timestamp is when its shard took the command"
+    for order_id in ids:
+        trace = system.trace(order_id)
+        assert trace.connected, render_tree(trace)
+        assert chain(trace) == HOPS, render_tree(trace)
+        assert all(s.duration_ms >= 0 for s in trace.spans), render_tree(trace)
+        payment = next(r for r, _ in trace.hops() if r.name.startswith("payment capture_payment"))
+        assert payment.duration_ms >= stopped_s * 1000, render_tree(trace)
+    main(["trace", ids[0]])
+    printed = capsys.readouterr().out
+    assert f"saga {ids[0]}  trace {trace_id(ids[0])}" in printed
+    assert "└─ payment capture_payment on OrderPaymentRequested  [waiting " in printed, printed
+    spans = [json.loads(line) for line in _json_trace(ids[0], capsys)]
+    assert len(spans) == len(HOPS) and {s["trace_id"] for s in spans} == {trace_id(ids[0])}
+    with pytest.raises(SystemExit) as unknown:
+        main(["trace", "no-such-order"])
+    assert unknown.value.code == 1
+
+
+HOPS = [
+    "order OrderPlaced",
+    "inventory reserve_each_line on OrderPlaced", "inventory ReserveStock",
+    "order record_reservation on StockReserved", "order RecordStockReserved",
+    "payment capture_payment on OrderPaymentRequested", "payment CapturePayment",
+    "order record_capture on PaymentCaptured", "order RecordPaymentCaptured",
+    "shipping schedule_shipment on OrderPaid", "shipping ScheduleShipment",
+    "order record_shipment on ShipmentScheduled", "order RecordShipmentScheduled",
+    "inventory ship_reserved_stock on OrderConfirmed", "inventory ShipStock",
+]  # fmt: skip
+"""The spans of a one-line order that is confirmed, root first: each is the only child of the one
+before it."""
+
+
+def chain(trace: Trace) -> list[str]:
+    """The span names from the root down, while each span has exactly one child."""
+    names, span = [], trace.roots[0]
+    while True:
+        names.append(span.name)
+        if len(span.children) != 1:
+            return names
+        span = span.children[0]
+
+
+def _json_trace(saga_id: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    main(["trace", saga_id, "--json"])
+    return capsys.readouterr().out.splitlines()

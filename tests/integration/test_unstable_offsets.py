@@ -26,7 +26,9 @@ def test_a_policy_runner_consumes_although_a_stranger_holds_an_offset_commit_pen
     stranger = Producer(producer_config(kafka, f"{settings.topic_prefix}stranger"))
     stranger.init_transactions(30)
     stranger.begin_transaction()
-    stranger.send_offsets_to_transaction([TopicPartition(settings.topic_name("inventory-events"), 0, 1)], group_member.consumer_group_metadata(), 30)
+    stranger.send_offsets_to_transaction(
+        [TopicPartition(settings.topic_name("inventory-events"), 0, 1)], group_member.consumer_group_metadata(), 30
+    )
     try:
         runner = PolicyRunner(config)
         try:

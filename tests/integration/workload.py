@@ -33,7 +33,9 @@ def run_workload(system: System, run: str, orders: int, seed: int = 5) -> list[P
             PlaceOrder(
                 order_id=f"{run}-{i}",
                 customer_id=f"cust-{rng.randrange(40)}",
-                lines=tuple(OrderLine(sku=s, quantity=rng.randint(1, 2), unit_price_cents=rng.randint(50, 900)) for s in skus),
+                lines=tuple(
+                    OrderLine(sku=s, quantity=rng.randint(1, 2), unit_price_cents=rng.randint(50, 900)) for s in skus
+                ),
                 payment_token="tok_chargeDeclined" if roll < 0.08 else "tok_visa",
                 shipping_address="nowhere" if 0.08 <= roll < 0.12 else "1 Main St",
             )

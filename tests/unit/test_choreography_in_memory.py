@@ -64,9 +64,7 @@ class Bus(InMemoryChoreography):
         return self.state("shipping", order_id)
 
 
-def place(
-    order_id: str, lines: dict[str, int], token: str = "tok_visa", address: str = "1 Main St"
-) -> PlaceOrder:
+def place(order_id: str, lines: dict[str, int], token: str = "tok_visa", address: str = "1 Main St") -> PlaceOrder:
     return PlaceOrder(
         order_id=order_id,
         customer_id="c1",
@@ -193,9 +191,7 @@ def simulate(seed: int, past_dedup_window: bool = False) -> tuple[Bus, dict[str,
     return bus, placed
 
 
-def assert_every_order_ended_and_every_unit_and_cent_is_accounted_for(
-    bus: Bus, placed: dict[str, PlaceOrder]
-) -> None:
+def assert_every_order_ended_and_every_unit_and_cent_is_accounted_for(bus: Bus, placed: dict[str, PlaceOrder]) -> None:
     shipped = dict.fromkeys(ADDED, 0)
     for order_id, command in placed.items():
         order, payment, shipment = bus.order(order_id), bus.payment(order_id), bus.shipment(order_id)
@@ -235,9 +231,7 @@ def test_the_random_interleavings_exercise_every_outcome_and_every_compensation(
         seen_events |= {s.envelope.event_type for s in bus.log}
         for order_id in placed:
             order = bus.order(order_id)
-            outcomes.add(
-                order.reason.split(":")[0] if order.status is OrderStatus.CANCELLED else order.status
-            )
+            outcomes.add(order.reason.split(":")[0] if order.status is OrderStatus.CANCELLED else order.status)
     assert {e.type_name() for e in ALL_EVENTS} <= seen_events
     assert outcomes == {
         "confirmed", "rejected", "customer request", "deadline exceeded", "payment declined", "shipment failed",

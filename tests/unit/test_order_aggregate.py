@@ -49,9 +49,7 @@ PLACED = OrderPlaced(order_id="o1", customer_id="c1", lines=LINES, total_cents=3
 RESERVED_A = OrderLineReserved(order_id="o1", sku="A")
 RESERVED_B = OrderLineReserved(order_id="o1", sku="B")
 REJECTED_A = OrderLineRejected(order_id="o1", sku="A", reason="insufficient stock")
-PAYMENT_REQUESTED = OrderPaymentRequested(
-    order_id="o1", customer_id="c1", amount_cents=399, payment_token="tok_visa"
-)
+PAYMENT_REQUESTED = OrderPaymentRequested(order_id="o1", customer_id="c1", amount_cents=399, payment_token="tok_visa")
 PAID = OrderPaid(order_id="o1", amount_cents=399, shipping_address=ADDRESS, lines=LINES)
 CONFIRMED = OrderConfirmed(order_id="o1", tracking_id="TRK-o1", skus=("A", "B"))
 
@@ -164,9 +162,9 @@ def test_cancelling_a_placed_order_emits_order_cancelled() -> None:
 
 
 def test_cancelling_a_cancelled_order_is_rejected() -> None:
-    given(ORDER, PLACED, OrderCancelled(order_id="o1", reason="x")).when(
-        CancelOrder(order_id="o1")
-    ).then_rejected("invalid_state", match="already cancelled")
+    given(ORDER, PLACED, OrderCancelled(order_id="o1", reason="x")).when(CancelOrder(order_id="o1")).then_rejected(
+        "invalid_state", match="already cancelled"
+    )
 
 
 def test_cancelling_an_unknown_order_is_rejected() -> None:
@@ -270,11 +268,7 @@ def test_happy_path_place_reserve_both_lines_pay_and_ship_confirms_the_order() -
     assert state.status is OrderStatus.SHIPPING
     assert state.paid_cents == 399
 
-    state = (
-        given(ORDER, *SHIPPING)
-        .when(RecordShipmentScheduled(order_id="o1", tracking_id="TRK-o1"))
-        .then(CONFIRMED)
-    )
+    state = given(ORDER, *SHIPPING).when(RecordShipmentScheduled(order_id="o1", tracking_id="TRK-o1")).then(CONFIRMED)
     assert state.status is OrderStatus.CONFIRMED
     assert state.tracking_id == "TRK-o1"
     assert state.terminal
@@ -385,9 +379,9 @@ def test_rejection_arriving_after_the_order_was_cancelled_emits_nothing() -> Non
 
 def test_rejection_for_a_sku_not_on_the_order_is_refused_like_a_reservation() -> None:
     """BUG: `_stock_rejected` lacks the `unknown_line` guard `_stock_reserved` has."""
-    given(ORDER, PLACED).when(
-        RecordStockRejected(order_id="o1", sku="Z", reason="unknown SKU")
-    ).then_rejected("unknown_line")
+    given(ORDER, PLACED).when(RecordStockRejected(order_id="o1", sku="Z", reason="unknown SKU")).then_rejected(
+        "unknown_line"
+    )
 
 
 def test_the_order_is_not_resolved_while_one_of_its_lines_is_still_pending() -> None:
@@ -443,11 +437,7 @@ def test_payment_answers_while_still_reserving_are_ignored() -> None:
 
 
 def test_shipment_scheduled_confirms_the_order_with_its_tracking_id_and_skus() -> None:
-    state = (
-        given(ORDER, *SHIPPING)
-        .when(RecordShipmentScheduled(order_id="o1", tracking_id="TRK-o1"))
-        .then(CONFIRMED)
-    )
+    state = given(ORDER, *SHIPPING).when(RecordShipmentScheduled(order_id="o1", tracking_id="TRK-o1")).then(CONFIRMED)
     assert state.status is OrderStatus.CONFIRMED
 
 
@@ -509,9 +499,7 @@ def test_customer_cancel_once_shipping_is_rejected() -> None:
     ids=["confirmed", "rejected", "cancelled"],
 )
 def test_customer_cancel_of_an_ended_order_is_rejected(history: tuple[Event, ...], status: str) -> None:
-    given(ORDER, *history).when(CancelOrder(order_id="o1")).then_rejected(
-        "invalid_state", match=f"already {status}"
-    )
+    given(ORDER, *history).when(CancelOrder(order_id="o1")).then_rejected("invalid_state", match=f"already {status}")
 
 
 # ---- deadline -----------------------------------------------------------------------
@@ -524,15 +512,13 @@ def test_expire_is_the_deterministic_command_the_shard_schedules() -> None:
 
 
 def test_expire_before_the_deadline_is_rejected_as_not_due() -> None:
-    given(order_at(DUE - timedelta(seconds=1)), PLACED_WITH_DEADLINE).when(
-        ExpireOrder(order_id="o1")
-    ).then_rejected("not_due", match="not reached its deadline")
+    given(order_at(DUE - timedelta(seconds=1)), PLACED_WITH_DEADLINE).when(ExpireOrder(order_id="o1")).then_rejected(
+        "not_due", match="not reached its deadline"
+    )
 
 
 def test_expire_of_an_order_without_a_deadline_is_never_due() -> None:
-    given(order_at(DUE + timedelta(days=365)), PLACED).when(ExpireOrder(order_id="o1")).then_rejected(
-        "not_due"
-    )
+    given(order_at(DUE + timedelta(days=365)), PLACED).when(ExpireOrder(order_id="o1")).then_rejected("not_due")
 
 
 def test_expire_exactly_at_the_deadline_cancels() -> None:
@@ -545,9 +531,9 @@ def test_expire_exactly_at_the_deadline_cancels() -> None:
 
 
 def test_expire_after_the_deadline_while_reserving_releases_the_reserved_lines() -> None:
-    given(order_at(DUE + timedelta(minutes=1)), PLACED_WITH_DEADLINE, RESERVED_B).when(
-        ExpireOrder(order_id="o1")
-    ).then(OrderCancelled(order_id="o1", reason="deadline exceeded", release_skus=("B",), refund=False))
+    given(order_at(DUE + timedelta(minutes=1)), PLACED_WITH_DEADLINE, RESERVED_B).when(ExpireOrder(order_id="o1")).then(
+        OrderCancelled(order_id="o1", reason="deadline exceeded", release_skus=("B",), refund=False)
+    )
 
 
 def test_expire_after_the_deadline_while_paying_releases_stock_without_refund() -> None:
@@ -632,9 +618,7 @@ def test_capture_arriving_after_customer_cancel_is_refunded_as_stray() -> None:
 
 
 def test_capture_arriving_after_a_cancellation_that_already_refunds_emits_nothing() -> None:
-    given(ORDER, *CANCELLED_AFTER_SHIPMENT_FAILED).when(
-        RecordPaymentCaptured(order_id="o1", amount_cents=399)
-    ).then()
+    given(ORDER, *CANCELLED_AFTER_SHIPMENT_FAILED).when(RecordPaymentCaptured(order_id="o1", amount_cents=399)).then()
 
 
 def test_decline_arriving_after_customer_cancel_emits_nothing() -> None:
@@ -664,9 +648,7 @@ REDELIVERIES = [
     pytest.param(RESERVING, RecordStockReserved(order_id="o1", sku="A"), id="first-reservation"),
     pytest.param((PLACED, RESERVED_A), RecordStockReserved(order_id="o1", sku="B"), id="last-reservation"),
     pytest.param(RESERVING, RecordStockRejected(order_id="o1", sku="A", reason="x"), id="first-rejection"),
-    pytest.param(
-        (PLACED, RESERVED_A), RecordStockRejected(order_id="o1", sku="B", reason="x"), id="last-rejection"
-    ),
+    pytest.param((PLACED, RESERVED_A), RecordStockRejected(order_id="o1", sku="B", reason="x"), id="last-rejection"),
     pytest.param(PAYING, RecordPaymentCaptured(order_id="o1", amount_cents=399), id="capture"),
     pytest.param(PAYING, RecordPaymentDeclined(order_id="o1", reason="x"), id="decline"),
     pytest.param(SHIPPING, RecordShipmentScheduled(order_id="o1", tracking_id="T"), id="scheduled"),

@@ -89,9 +89,7 @@ def test_a_declined_payment_is_not_captured_by_a_retry_with_a_good_token() -> No
 
 
 def test_refunding_a_captured_payment_refunds_the_captured_amount() -> None:
-    state = (
-        given(PAYMENT, CAPTURED).when(RefundPayment(order_id="o1", reason="shipment failed")).then(REFUNDED)
-    )
+    state = given(PAYMENT, CAPTURED).when(RefundPayment(order_id="o1", reason="shipment failed")).then(REFUNDED)
     assert state.status is PaymentStatus.REFUNDED
     assert (state.captured_cents, state.refunded_cents) == (399, 399)
 
@@ -117,9 +115,7 @@ def test_refunding_a_payment_never_captured_emits_nothing() -> None:
 
 
 def test_a_command_of_another_service_is_rejected_as_unsupported() -> None:
-    given(PAYMENT, CAPTURED).when(CancelShipment(order_id="o1")).then_rejected(
-        "unsupported", match="CancelShipment"
-    )
+    given(PAYMENT, CAPTURED).when(CancelShipment(order_id="o1")).then_rejected("unsupported", match="CancelShipment")
 
 
 # ---- idempotent redelivery ----------------------------------------------------------

@@ -263,9 +263,7 @@ def test_payment_requested_captures_the_amount_with_the_customers_token() -> Non
 
 
 def test_an_order_cancelled_with_refund_refunds_the_payment_giving_the_reason() -> None:
-    assert react("payment", CANCELLED) == [
-        RefundPayment(order_id="o1", reason="shipment failed: x", **ids(0))
-    ]
+    assert react("payment", CANCELLED) == [RefundPayment(order_id="o1", reason="shipment failed: x", **ids(0))]
 
 
 def test_an_order_cancelled_without_refund_leaves_the_payment_alone() -> None:
@@ -282,9 +280,7 @@ def test_a_stray_payment_is_refunded_because_the_order_already_ended() -> None:
 
 def test_order_paid_schedules_a_shipment_of_all_items_to_the_customers_address() -> None:
     event = OrderPaid(order_id="o1", amount_cents=399, shipping_address="7 Elm Rd", lines=LINES)
-    assert react("shipping", event) == [
-        ScheduleShipment(order_id="o1", address="7 Elm Rd", items=3, **ids(0))
-    ]
+    assert react("shipping", event) == [ScheduleShipment(order_id="o1", address="7 Elm Rd", items=3, **ids(0))]
 
 
 def test_a_stray_shipment_is_cancelled_because_the_order_already_ended() -> None:

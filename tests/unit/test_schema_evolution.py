@@ -200,9 +200,7 @@ def test_a_v2_order_placed_round_trips_unchanged() -> None:
 def test_place_order_carries_its_currency_onto_the_event_and_state() -> None:
     aggregate = OrderAggregate(deadline=timedelta(seconds=30), clock=lambda: datetime(2025, 1, 1, tzinfo=UTC))
     line = OrderLine(sku="A", quantity=1, unit_price_cents=700)
-    command = PlaceOrder(
-        order_id="o9", customer_id="c9", lines=(line,), shipping_address="9 Oak Ave", currency="GBP"
-    )
+    command = PlaceOrder(order_id="o9", customer_id="c9", lines=(line,), shipping_address="9 Oak Ave", currency="GBP")
 
     [event] = aggregate.decide(aggregate.initial(), command)
     state = aggregate.evolve(aggregate.initial(), event)
@@ -286,9 +284,7 @@ def test_making_an_optional_value_non_nullable_is_incompatible(schemas: dict[str
 
     errors = compatibility_errors(schemas, new, shop_registry())
 
-    assert errors == [
-        "OrderPlaced v2.deadline_at: type changed from null | string (date-time) to string (date-time)"
-    ]
+    assert errors == ["OrderPlaced v2.deadline_at: type changed from null | string (date-time) to string (date-time)"]
 
 
 def test_a_newly_required_property_at_the_same_version_is_incompatible(
@@ -315,9 +311,7 @@ def test_a_version_bump_without_an_upcaster_is_incompatible(schemas: dict[str, d
 
     errors = compatibility_errors(schemas, new, shop_registry())
 
-    assert errors == [
-        "OrderCancelled: schema_version went from v1 to v2 but no upcaster is registered for v1 -> v2"
-    ]
+    assert errors == ["OrderCancelled: schema_version went from v1 to v2 but no upcaster is registered for v1 -> v2"]
 
 
 def test_a_version_bump_with_an_upcaster_accepts_the_new_shape(schemas: dict[str, dict[str, Any]]) -> None:

@@ -44,9 +44,7 @@ def test_the_tracking_id_derives_from_the_order_id() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "address", ["nowhere", "12 Nowhere Lane", "NOWHERE CITY", "Nowhereville"], ids=str.lower
-)
+@pytest.mark.parametrize("address", ["nowhere", "12 Nowhere Lane", "NOWHERE CITY", "Nowhereville"], ids=str.lower)
 def test_an_address_containing_nowhere_fails_in_any_case(address: str) -> None:
     state = given(SHIPMENT).when(ScheduleShipment(order_id="o1", address=address, items=1)).then(FAILED)
     assert state.status is ShipmentStatus.FAILED
@@ -84,18 +82,12 @@ def test_a_failed_shipment_is_not_rescheduled_to_a_good_address() -> None:
 
 
 def test_cancelling_a_scheduled_shipment_calls_it_off_and_keeps_its_tracking_id() -> None:
-    state = (
-        given(SHIPMENT, SCHEDULED)
-        .when(CancelShipment(order_id="o1", reason="order already ended"))
-        .then(CANCELLED)
-    )
+    state = given(SHIPMENT, SCHEDULED).when(CancelShipment(order_id="o1", reason="order already ended")).then(CANCELLED)
     assert state.status is ShipmentStatus.CANCELLED
     assert state.tracking_id == "TRK-o1"
 
 
-@pytest.mark.parametrize(
-    "history", [(), (FAILED,), (SCHEDULED, CANCELLED)], ids=["none", "failed", "cancelled"]
-)
+@pytest.mark.parametrize("history", [(), (FAILED,), (SCHEDULED, CANCELLED)], ids=["none", "failed", "cancelled"])
 def test_cancelling_a_shipment_that_is_not_scheduled_emits_nothing(history: tuple[Event, ...]) -> None:
     given(SHIPMENT, *history).when(CancelShipment(order_id="o1")).then()
 
