@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     Consumer,
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from actors.aggregate import Aggregate
 from actors.aggregate_store import PartitionStore
 from actors.dedup import DedupStore, Recorded
+from actors.live_spans import LiveSpans, TracingConfig, header_of
 from actors.outcomes import Accepted, Outcome, Rejected
 from actors.runtime import Watchdog
 from actors.shard_core import Entry, ShardCore, Staged
@@ -61,6 +62,9 @@ from events.log.topics import (
     snapshots_topic,
 )
 from events.registry import DecodeError, Registry, event_headers
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("choreo.shard")
 
@@ -99,6 +103,8 @@ class ShardConfig(BaseModel):
     max_aggregates: int | None = 50_000
     """Aggregates kept in memory; the least recently used beyond it are evicted to the aggregate
     store (passivation). None keeps every aggregate in memory."""
+    tracing: TracingConfig = TracingConfig()
+    """Live spans (metadata.tracing); off unless its `sample` is above 0."""
     held_back_wait_s: float = 90.0
     """How long rehydration waits for an open transaction that holds back one of its partitions
     (past the broker's transaction timeout) before it refuses the partition."""
@@ -158,6 +164,8 @@ class Txn:
     """The aggregates' new slots, current once the transaction commits."""
     appended: list[tuple[int, Staged]] = field(default_factory=list)
     """(command index, its staged events) of the commands that append events."""
+    spans: list[Span] = field(default_factory=list)
+    """Live spans of its sampled commands, ended once it commits."""
     positions: dict[tuple[int, int], tuple[int, int] | KafkaError] = field(default_factory=dict)
     recorded: list[int] = field(default_factory=list)
     """Indices of the client commands whose outcomes go to the dedup topic."""
@@ -206,6 +214,7 @@ class Shard:
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.dedup_topic = dedup_topic(config.service, config.topic_prefix)
         self.stage = f"shard {config.name}"
+        self.live = LiveSpans(config.tracing, config.service) if config.tracing.live else None
         self.state_dir = Path(config.state_dir) / config.namespace / f"{config.topic_prefix}{config.service}"
         owned = self._owned_now()
         self.dedup, self.core = self._partition_state(aggregate, owned)
@@ -529,9 +538,14 @@ class Shard:
         txn = Txn(p, batch, [None] * len(batch.commands))
         self.core.prefetch(cmd.aggregate_id for cmd in batch.commands)
         producer.begin_transaction()
+        live = self.live
         for i, cmd in enumerate(batch.commands):
             outcome, staged = self.core.decide(cmd, txn.pending, partition=p)
+            span = None if live is None else self._span(live, batch, i)
+            traced = () if span is None else (LiveSpans.header(span),)
             if outcome is not None:
+                if span is not None:
+                    LiveSpans.end(span, f"rejected {outcome.code}" if isinstance(outcome, Rejected) else "")
                 txn.outcomes[i] = outcome
                 if batch.client and isinstance(outcome, Rejected) and outcome.code not in UNRECORDED:
                     txn.recorded.append(i)
@@ -539,6 +553,8 @@ class Shard:
             if batch.client:
                 txn.recorded.append(i)
             txn.appended.append((i, staged))
+            if span is not None:
+                txn.spans.append(span)
             for j, (env, payload) in enumerate(staged):
                 producer.produce(
                     self.events_topic,
@@ -546,7 +562,7 @@ class Shard:
                     value=self.registry.encode_event(env, payload),
                     partition=p,
                     timestamp=batch.received_ms,
-                    headers=event_headers(env),
+                    headers=[*event_headers(env), *traced],
                     on_delivery=partial(_record_position, txn.positions, (i, j)),
                 )
         letters = list(batch.letters)
@@ -561,6 +577,22 @@ class Shard:
         for topic, key, value in batch.marks:
             producer.produce(topic, key=key, value=value)
         return txn
+
+    def _span(self, live: LiveSpans, batch: Batch, i: int) -> Span | None:
+        """The live span of the batch's `i`th command: under the traceparent of the record that
+        carried it, or the root of its saga when it comes from a client and head sampling picks
+        the saga; None for the rest (no SDK call)."""
+        cmd = batch.commands[i]
+        name = f"{self.config.service} {cmd.type_name()}"
+        attributes = {"choreo.command_id": cmd.command_id, "choreo.aggregate_id": cmd.aggregate_id}
+        source = batch.sources[i] if batch.sources else None
+        if source is not None:
+            parent = header_of(source.headers())
+            return None if parent is None else live.start(name, "consumer", batch.received_ms, parent, "", attributes)
+        saga = cmd.correlation_id or cmd.aggregate_id
+        if not batch.client or not live.picks(saga):
+            return None
+        return live.start(name, "server", batch.received_ms, None, saga, attributes | {"choreo.saga_id": saga})
 
     def _complete(self, txn: Txn) -> None:
         """Deliver a staged transaction's records, record its client outcomes, and commit it with
@@ -584,6 +616,8 @@ class Shard:
     def _apply(self, txn: Txn) -> list[Outcome]:
         """A transaction committed: only now does the in-memory state move forward."""
         self.transactions += 1
+        for span in txn.spans:
+            span.end()
         self.parked_rejections.update(txn.parked)
         self._index_outcomes(txn.p, txn.records)
         commands, outcomes = txn.batch.commands, txn.outcomes
@@ -822,6 +856,8 @@ class Shard:
             self.completer.shutdown()
         self.dedup.close()
         self.core.close()
+        if self.live is not None:
+            self.live.close()
 
 
 def _record_position(

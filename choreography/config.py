@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actors.aggregate import Aggregate
+from actors.live_spans import TracingConfig
 from choreography.domain import (
     IMPORT_PATH,
     DeclarationError,
@@ -139,6 +140,8 @@ class Settings(Strict):
     python_path: list[str] = Field(default_factory=list)
     """Directories (relative to the cluster file) that hold the declared code when it is not
     installed: put on sys.path by the bootstrap and on the PYTHONPATH of every actor."""
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    """Live spans on the write path (see actors/live_spans.py); derived traces need no setting."""
     workload: str | None = Field(default=None, pattern=IMPORT_PATH)
     """`module:attribute` of the default workload of `choreo loadtest` and `choreo demo`
     (see choreography.workload.Workload)."""
@@ -162,6 +165,10 @@ class Settings(Strict):
                     f"services.{service}.dedup_window_s: {spec.dedup_window_s:g}s is longer than the retention of "
                     f"{service}-dedup ({retention} ms)"
                 )
+        if self.tracing.live and "clickhouse" in self.tracing.exporters and not self.projections:
+            raise ValueError(
+                "tracing.exporters: clickhouse writes otel_traces through a projection host: declare a projection"
+            )
         for name, proj in self.projections.items():
             for topic in proj.topics:
                 if topic not in names:

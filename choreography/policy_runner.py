@@ -8,15 +8,16 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
+from actors.live_spans import Headers, LiveSpans, TracingConfig, header_of
 from actors.runtime import Watchdog, actor_options, cpu_s, exit_when_stuck, rss_mb, start_with_retry, tune_gc
 from choreography.domain import load_registry, load_wiring
-from choreography.policies import reacting_types, run_policies, source_services
+from choreography.policies import reacting_types, reactions, run_policies, source_services
 from events.base import Command
 from events.log.dlq import DeadLetter, dead_letter_from, send_dead_letter
 from events.log.kafka_io import (
@@ -31,7 +32,13 @@ from events.log.kafka_io import (
 from events.log.topics import commands_topic, dlq_topic, events_topic, partition_for, policy_group
 from events.registry import DecodeError
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
 log = logging.getLogger("choreo.policy")
+
+Outgoing = tuple[Command, Headers | None]
+"""A command to produce, with the Kafka headers of its live span (None when its saga is not traced)."""
 
 
 class RunnerConfig(BaseModel):
@@ -53,6 +60,8 @@ class RunnerConfig(BaseModel):
     topic_prefix: str = ""
     batch_max: int = 5000
     poll_ms: int = 25
+    tracing: TracingConfig = TracingConfig()
+    """Live spans (metadata.tracing); off unless its `sample` is above 0."""
     idle_commit_ms: int = 1000
     """How late the offsets of events that gave no command or dead letter may commit: with the next
     batch that does, or alone once this long has passed. Each commit is a Kafka transaction, and
@@ -80,6 +89,7 @@ class PolicyRunner:
         an unknown type, is decoded, so poison still reaches the dead-letter topic."""
         self.dlq_topic = dlq_topic(config.topic_prefix)
         self.stage = f"policy {config.service}-{config.index}"
+        self.live = LiveSpans(config.tracing, config.service) if config.tracing.live else None
         self.producer = Producer(producer_config(config.kafka, config.transactional_id))
         self.producer.init_transactions(60)
         self.consumer = Consumer(consumer_config(config.kafka, config.group_id))
@@ -110,8 +120,10 @@ class PolicyRunner:
         offsets = self.uncommitted
         if not offsets:
             self.uncommitted_since = time.monotonic()
-        commands: list[Command] = []
+        commands: list[Outgoing] = []
         letters: list[DeadLetter] = []
+        spans: list[Span] = []
+        taken_ms = time.time_ns() // 1_000_000
         for msg in data_messages(msgs):
             topic = msg.topic() or ""
             p, offset = position(msg)
@@ -120,7 +132,7 @@ class PolicyRunner:
             if event_type(msg) in self.ignored:
                 continue
             try:
-                commands.extend(self._react(msg, topic, p, offset))
+                commands.extend(self._react(msg, topic, p, offset, taken_ms, spans))
             except DecodeError as exc:
                 letters.append(dead_letter_from(msg, self.stage, str(exc)))
             except Exception as exc:  # a policy bug: park the event, keep the flow going
@@ -130,19 +142,23 @@ class PolicyRunner:
         if not offsets or (not commands and not letters and idle_s < self.config.idle_commit_ms / 1000):
             return len(msgs)
         self.commit(commands, letters)
+        for span in spans:
+            span.end()
         return len(msgs)
 
-    def commit(self, commands: Sequence[Command] = (), letters: Sequence[DeadLetter] = ()) -> None:
-        """One transaction: `commands`, `letters`, and every offset consumed so far."""
+    def commit(self, commands: Sequence[Outgoing] = (), letters: Sequence[DeadLetter] = ()) -> None:
+        """One transaction: `commands` (each with the headers of its live span, if traced),
+        `letters`, and every offset consumed so far."""
         offsets, self.uncommitted = self.uncommitted, {}
         self.producer.begin_transaction()
-        for cmd in commands:
+        for cmd, headers in commands:
             target = cmd.target
             self.producer.produce(
                 commands_topic(target, self.config.topic_prefix),
                 key=cmd.aggregate_id.encode(),
                 value=self.registry.encode_command(cmd),
                 partition=partition_for(cmd.aggregate_id, self.config.partitions[target]),
+                headers=headers,
             )
         for letter in letters:
             send_dead_letter(self.producer, self.dlq_topic, letter)
@@ -156,15 +172,32 @@ class PolicyRunner:
         self.commands += len(commands)
         self.dead_letters += len(letters)
 
-    def _react(self, msg: Message, topic: str, p: int, offset: int) -> list[Command]:
+    def _react(self, msg: Message, topic: str, p: int, offset: int, taken_ms: int, spans: list[Span]) -> list[Outgoing]:
+        """The commands the wiring makes of the event. An event of a sampled saga (it carries a
+        traceparent) gets a live span per policy reaction, passed on in its commands' headers."""
         stored = self.registry.decode_event(msg.value(), topic, p, offset)
-        return run_policies(self.wiring, stored, services=self.config.partitions)
+        commands = run_policies(self.wiring, stored, services=self.config.partitions)
+        parent = None if self.live is None or not commands else header_of(msg.headers())
+        if parent is None or self.live is None:
+            return [(cmd, None) for cmd in commands]
+        out: list[Outgoing] = []
+        for made in reactions(self.wiring, stored):
+            if not made.commands:
+                continue
+            name = f"{self.config.service} {made.policy} on {stored.envelope.event_type}"
+            attributes = {"choreo.policy": made.policy, "choreo.cause_event_id": stored.envelope.event_id}
+            span = self.live.start(name, "consumer", taken_ms, parent, "", attributes)
+            spans.append(span)
+            out.extend((cmd, [LiveSpans.header(span)]) for cmd in made.commands)
+        return out
 
     def close(self, commit: bool = True) -> None:
         """Stop: commit the offsets still uncommitted (unless `commit` is False), then leave."""
         if commit and self.uncommitted:
             self.commit()
         self.consumer.close()
+        if self.live is not None:
+            self.live.close()
 
 
 class PolicyRunnerActor:

@@ -17,6 +17,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.aggregate import fold
+from actors.live_spans import TracingConfig
 from actors.outcomes import Accepted, Outcome, Rejected
 from actors.shard import ShardConfig
 from actors.shard_actor import shard_actor_name, spawn_shard
@@ -69,6 +70,15 @@ def shard_config(settings: Settings, service: str, shard: int) -> ShardConfig:
         max_aggregates=spec.max_aggregates,
         state_dir=settings.state_dir,
         python_path=tuple(settings.python_path),
+        tracing=live_tracing(settings),
+    )
+
+
+def live_tracing(settings: Settings) -> TracingConfig:
+    """metadata.tracing with what the actors' exporters need to find the read store's host."""
+    hosts = host_names(settings.clickhouse.dsn, list(settings.projections))
+    return settings.tracing.model_copy(
+        update={"clickhouse_host": next(iter(hosts.values()), ""), "namespace": settings.namespace}
     )
 
 
@@ -85,6 +95,7 @@ def runner_config(settings: Settings, service: str, index: int) -> RunnerConfig:
         topic_prefix=settings.topic_prefix,
         poll_ms=settings.services[service].poll_ms,
         python_path=tuple(settings.python_path),
+        tracing=live_tracing(settings),
     )
 
 
@@ -178,6 +189,10 @@ class System:
         )
         if wait:
             self.wait_ready()
+        tracing = settings.tracing
+        if self.spawn and tracing.live and "clickhouse" in tracing.exporters and self.projection_hosts:
+            # otel_traces exists from the start, so it can be queried before the first span lands.
+            ray.get(next(iter(self.projection_hosts.values())).insert_spans.remote([]))
 
     def _actor(self, name: str, spawn: Callable[[], Any] | None) -> Any:
         """Start the named actor (or get it, if it runs), or only get it when attaching."""

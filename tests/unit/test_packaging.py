@@ -30,16 +30,30 @@ def _distributions_imported(files: list[Path]) -> dict[str, str]:
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
+                modules = [f"{node.module}.{alias.name}" for alias in node.names]  # maybe submodules
             else:
                 continue
             for module in modules:
                 top = module.split(".")[0]
                 if top in sys.stdlib_module_names or top in (*PACKAGES, "tests", "bench"):
                     continue
-                for dist in by_module.get(top, [f"<no distribution provides '{top}'>"]):
+                for dist in _providers(module, by_module.get(top, [f"<no distribution provides '{top}'>"])):
                     found.setdefault(dist.lower().replace("_", "-"), str(path.relative_to(ROOT)))
     return found
+
+
+def _providers(module: str, dists: list[str]) -> list[str]:
+    """The distributions of `module`: of a namespace package several install parts (opentelemetry's
+    api, sdk, exporters...), so the one whose files hold the module itself."""
+    if len(dists) <= 1:
+        return dists
+    parts = module.split(".")
+    for n in range(len(parts), 1, -1):  # the longest prefix of the name that some part holds
+        path = "/".join(parts[:n])
+        owners = [d for d in dists if any(str(f).startswith((f"{path}/", f"{path}.py")) for f in md.files(d) or ())]
+        if owners:
+            return owners
+    return dists
 
 
 def _sources(*dirs: str) -> list[Path]:
