@@ -1,6 +1,6 @@
 """Run the whole benchmark suite and write bench/results/<date>.json plus a markdown table.
 
-python -m bench            # e2e, rehydration, scaling, projections, dedup, soak, rescale, secure (~35 minutes)
+python -m bench            # e2e, rehydration, scaling, projections, dedup, soak, rescale, secure, tracing (~45 minutes)
 python -m bench --quick    # the regression guard CI runs (~4 minutes): the benchmarks with same-run
                            # baselines, with fewer peer orders, each ratio against the newest committed result;
                            # exits 1 when one falls below half of it (see bench/guard.py)
@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import dedup, e2e, guard, projections, rehydration, rescale, scaling, secure, soak
+from bench import dedup, e2e, guard, projections, rehydration, rescale, scaling, secure, soak, tracing
 from bench.common import RESULTS, console, machine
 
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     results["soak"] = soak.main(["--orders", "200000"])
     results["rescale"] = rescale.main(["--preload", "20000", "--phase", "20"])
     results["secure"] = secure.main(["--duration", "20", "--rounds", "2"])
+    results["tracing"] = tracing.main(["--duration", "30", "--rounds", "2"])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -127,6 +128,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| loadtest over SASL_SSL + SCRAM-SHA-512 | {tls['sagas_per_s']:,.0f} sagas/s | plaintext: "
         f"{plain['sagas_per_s']:,.0f} | {r['secure']['ratios']['loadtest_secure_to_plaintext']:.2f} |"
     )
+    for scenario, cost in r.get("tracing", {}).get("costs", {}).items():
+        lines.append(f"| tracing: {scenario} | cost {cost:.1%} | tracing off | |")
     for point in r["scaling"]:
         lines.append(
             f"| scaling: {point['shards']} shards/service, {point['nodes']} node(s) | {point['orders_per_s']:,.0f} "

@@ -22,18 +22,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from events.tracing import sampled, trace_id
 from shop.messages.inventory import AddStock
 from shop.messages.orders import OrderLine, PlaceOrder
+from tests.integration.test_stuck_sagas import HOPS
 
-LIVE_HOPS = [
-    "order PlaceOrder",
-    "inventory reserve_each_line on OrderPlaced", "inventory ReserveStock",
-    "order record_reservation on StockReserved", "order RecordStockReserved",
-    "payment capture_payment on OrderPaymentRequested", "payment CapturePayment",
-    "order record_capture on PaymentCaptured", "order RecordPaymentCaptured",
-    "shipping schedule_shipment on OrderPaid", "shipping ScheduleShipment",
-    "order record_shipment on ShipmentScheduled", "order RecordShipmentScheduled",
-    "inventory ship_reserved_stock on OrderConfirmed", "inventory ShipStock",
-]  # fmt: skip
-"""A confirmed one-line order's live spans, root first, each the only child of the one before."""
+LIVE_HOPS = ["order PlaceOrder", *HOPS[1:]]
+"""A confirmed one-line order's live spans, root first, each the only child of the one before: its
+derived hops, but for the root, named by the client's command."""
 
 
 class Collector:
