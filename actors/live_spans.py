@@ -55,11 +55,13 @@ class TracingConfig(BaseModel):
 Headers = list[tuple[str, str | bytes | None]]
 
 
-def header_of(headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> tuple[str, str] | None:
+def header_of(headers: dict[str, Any] | Sequence[tuple[str, Any]] | None) -> tuple[str, str] | None:
     """(trace id, span id) of a record's sampled `traceparent` header, if it has one."""
-    if isinstance(headers, Mapping):
+    if not headers:
+        return None
+    if isinstance(headers, dict):
         return parse_traceparent(headers.get(TRACEPARENT))
-    for key, value in headers or ():
+    for key, value in headers:
         if key == TRACEPARENT:
             return parse_traceparent(value)
     return None

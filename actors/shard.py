@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import (
     Consumer,
@@ -583,16 +583,22 @@ class Shard:
         carried it, or the root of its saga when it comes from a client and head sampling picks
         the saga; None for the rest (no SDK call)."""
         cmd = batch.commands[i]
-        name = f"{self.config.service} {cmd.type_name()}"
-        attributes = {"choreo.command_id": cmd.command_id, "choreo.aggregate_id": cmd.aggregate_id}
         source = batch.sources[i] if batch.sources else None
         if source is not None:
             parent = header_of(source.headers())
-            return None if parent is None else live.start(name, "consumer", batch.received_ms, parent, "", attributes)
-        saga = cmd.correlation_id or cmd.aggregate_id
-        if not batch.client or not live.picks(saga):
-            return None
-        return live.start(name, "server", batch.received_ms, None, saga, attributes | {"choreo.saga_id": saga})
+            if parent is None:
+                return None
+            saga = ""
+        else:
+            saga = cmd.correlation_id or cmd.aggregate_id
+            if not batch.client or not live.picks(saga):
+                return None
+            parent = None
+        attributes = {"choreo.command_id": cmd.command_id, "choreo.aggregate_id": cmd.aggregate_id}
+        if saga:
+            attributes["choreo.saga_id"] = saga
+        kind: Literal["server", "consumer"] = "consumer" if parent else "server"
+        return live.start(f"{self.config.service} {cmd.type_name()}", kind, batch.received_ms, parent, saga, attributes)
 
     def _complete(self, txn: Txn) -> None:
         """Deliver a staged transaction's records, record its client outcomes, and commit it with

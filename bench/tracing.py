@@ -1,7 +1,7 @@
 """Tracing's cost, in the same run:
 
-- the closed-loop loadtest (bench.e2e's) with live spans off (`tracing.sample` 0), at 1% and at
-  100% of sagas (exporter `clickhouse`: spans go to otel_traces through the projection host, so
+- the closed-loop loadtest (bench.e2e's, each run on fresh topics and a fresh read store) with
+  live spans off (`tracing.sample` 0), at 1% and at 100% of sagas (exporter `clickhouse`: spans go to otel_traces through the projection host, so
   the SDK, the export and the inserts all run on the same two cores). The variants take turns,
   `--rounds` times (off, 1%, 100%, off, ...), so the host's drift spreads over all of them; each
   variant's figure is the mean of its rounds;
@@ -102,13 +102,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     tune_gc()
     workdir = Path(tempfile.mkdtemp(prefix="choreo-bench-tracing-"))
-    base = with_shards(bench_settings(args.config, workdir), args.shards)
-    ensure_topics(base)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for round_ in range(args.rounds):
-        for name, sample in VARIANTS.items():
+        for n, (name, sample) in enumerate(VARIANTS.items()):
             console.print(f"round {round_ + 1}/{args.rounds}: {name} ...")
-            result = run_choreo(traced(base, sample), args.duration, args.concurrency)
+            # Fresh topics and read store for each run: a run on the last one's topics would spend
+            # its first seconds on that run's projection backlog.
+            settings = with_shards(bench_settings(args.config, workdir / f"run-{round_}-{n}"), args.shards)
+            ensure_topics(settings)
+            result = run_choreo(traced(settings, sample), args.duration, args.concurrency)
             runs[name].append({k: result[k] for k in ("sagas_per_s", "completed", "latency_ms")})
             ray.shutdown()
     console.print(f"events_raw with and without kafka_timestamp, {args.events:,} events ...")
