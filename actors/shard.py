@@ -542,7 +542,6 @@ class Shard:
         for i, cmd in enumerate(batch.commands):
             outcome, staged = self.core.decide(cmd, txn.pending, partition=p)
             span = None if live is None else self._span(live, batch, i)
-            traced = () if span is None else (LiveSpans.header(span),)
             if outcome is not None:
                 if span is not None:
                     LiveSpans.end(span, f"rejected {outcome.code}" if isinstance(outcome, Rejected) else "")
@@ -553,16 +552,21 @@ class Shard:
             if batch.client:
                 txn.recorded.append(i)
             txn.appended.append((i, staged))
+            traced = None
             if span is not None:
                 txn.spans.append(span)
+                traced = LiveSpans.header(span)
             for j, (env, payload) in enumerate(staged):
+                headers = event_headers(env)
+                if traced is not None:
+                    headers.append(traced)
                 producer.produce(
                     self.events_topic,
                     key=env.aggregate_id.encode(),
                     value=self.registry.encode_event(env, payload),
                     partition=p,
                     timestamp=batch.received_ms,
-                    headers=[*event_headers(env), *traced],
+                    headers=headers,
                     on_delivery=partial(_record_position, txn.positions, (i, j)),
                 )
         letters = list(batch.letters)
