@@ -1,5 +1,5 @@
 """Trace ids and the head-sampling decision of a saga, shared by derived traces
-(`choreography.traces`) and live spans (`events.log.live_spans`). Pure: no SDK, no Kafka.
+(`choreography.traces`) and live spans (`actors.live_spans`). Pure: no SDK, no Kafka.
 
 A saga's trace id is a hash of its id, so its derived spans, its live spans and every later
 client command of the same saga land in one trace. Whether live spans trace a saga is decided
