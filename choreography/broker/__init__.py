@@ -4,6 +4,7 @@ jars for local use and CI."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -20,6 +21,7 @@ from typing import Any
 from choreography.broker.secure import SecureMaterial, ensure_material
 
 POM = Path(__file__).with_name("pom.xml")
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 class BrokerError(RuntimeError):
@@ -49,8 +51,11 @@ def _require(tool: str, hint: str) -> str:
 
 
 def ensure_jars(cache_dir: Path | None = None) -> Path:
-    """Fetch the broker jars with Maven once, into a cache outside the repository."""
-    jars = (cache_dir or default_cache_dir()) / f"kafka-{kafka_version()}" / "jars"
+    """Fetch the broker jars with Maven once, into a cache outside the repository. Each version of
+    pom.xml resolves into a directory of its own, so a change never mixes old and new jars, nor
+    pulls jars from under a broker still running on the old ones."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    jars = (cache_dir or default_cache_dir()) / f"kafka-{kafka_version()}" / f"jars-{digest}"
     marker = jars / ".complete"
     if marker.exists():
         return jars
@@ -260,17 +265,20 @@ class LocalBroker:
             ensure_material(self.material.directory, os.environ.get("CHOREO_KAFKA_PASSWORD"))
         self._write_properties()
         self._format(java, classpath, cluster_id)
+        proc = self._java(java, classpath, self.props_file, self.heap)
+        self.pid_file.write_text(str(proc.pid))
+        return proc
+
+    def _java(self, java: str, classpath: str, props: Path, heap: str) -> subprocess.Popen[bytes]:
         cmd = [
-            java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
-            "-Djava.awt.headless=true", "-cp", classpath, "kafka.Kafka", str(self.props_file),
+            java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG_CONFIG}", "-cp", classpath, "kafka.Kafka", str(props),
         ]  # fmt: skip
         with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
-        self.pid_file.write_text(str(proc.pid))
-        return proc
 
     def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
