@@ -263,8 +263,11 @@ class LocalBroker:
                     "`choreo kafka wipe` it, or use another --data-dir"
                 )
             ensure_material(self.material.directory, os.environ.get("CHOREO_KAFKA_PASSWORD"))
+        crashed = self._crashed()
         self._write_properties()
         self._format(java, classpath, cluster_id)
+        if crashed and self.voters is None:
+            self._fence_crashed_registration(java, classpath)
         proc = self._java(java, classpath, self.props_file, self.heap)
         self.pid_file.write_text(str(proc.pid))
         return proc
@@ -279,6 +282,65 @@ class LocalBroker:
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
+
+    def _crashed(self) -> bool:
+        """This node ran, and its broker did not shut down cleanly (Kafka writes the marker on a
+        clean shutdown and deletes it on start)."""
+        logs = self.data_dir / "logs"
+        return (logs / "recovery-point-offset-checkpoint").exists() and not (logs / ".kafka_cleanshutdown").exists()
+
+    def _fence_crashed_registration(self, java: str, classpath: str, timeout: float = 60.0) -> None:
+        """After a crash, the metadata log still registers the dead broker as live and as the
+        leader of every partition. Started as is, the new broker loads its transaction
+        coordinator on that stale view, and the coordinator starts writing the markers of the
+        transactions the crash left half-committed; then the controller times the old
+        registration out (9 s), every partition is without a leader for a moment, and the
+        coordinator takes the leaderless partitions for deleted ones: it skips their markers and
+        completes the transactions without them. Those partitions then hold open transactions no
+        coordinator tracks, and every read_committed reader stops there for good.
+
+        So a crashed single node first runs as a controller alone, with a 1 s broker session, until
+        its controller has fenced the old registration (all leaders are unknown, in the log); the
+        broker then starts on that view and loads its coordinator only once it leads again."""
+        props = self.data_dir / "controller-only.properties"
+        entries = {
+            "process.roles": "controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "broker.session.timeout.ms": "1000",
+            "broker.heartbeat.interval.ms": "500",
+        }
+        props.write_text("".join(f"{k}={v}\n" for k, v in entries.items()))
+        start = self.log_file.stat().st_size if self.log_file.exists() else 0
+        proc = self._java(java, classpath, props, "256m")
+        fenced = re.compile(rf"BrokerRegistrationChangeRecord\(brokerId={self.node_id}, brokerEpoch=\d+, fenced=1,")
+        try:
+            deadline, active = time.monotonic() + timeout, -1
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise BrokerError(f"the controller exited with code {proc.returncode}; see {self.log_file}")
+                with open(self.log_file, "rb") as log:
+                    log.seek(start)
+                    text = log.read().decode(errors="replace")
+                if active < 0 and (active := text.find("Activated periodic tasks")) >= 0:
+                    deadline = time.monotonic() + 10  # the fence comes about 1 s after activation
+                if active >= 0 and fenced.search(text, active):
+                    return
+                time.sleep(0.2)
+            if active < 0:
+                raise BrokerError(f"the controller did not become active within {timeout:.0f}s; see {self.log_file}")
+            # no fence: the crash came before the broker was registered as live, nothing to fence
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 SKUS = [f"SKU-{i:02d}" for i in range(8)]
 SERVICES = ("order", "inventory", "payment", "shipping")
-ONE_DOWN_S = 40  # failover takes 10-16 s here (more on a slow host): see the test
+ONE_DOWN_S = 25  # failover takes 10-16 s here (more on a slow host, which the test waits for)
 TXN_STATE_PARTITIONS = 10  # transaction.state.log.num.partitions of the local brokers
 
 

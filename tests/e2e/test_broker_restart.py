@@ -10,7 +10,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 import ray
 
 from choreography.broker import LocalBroker
@@ -25,13 +24,6 @@ from tests.integration.workload import wait_projections_caught_up
 DOWN_S = 12
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect: after a SIGKILL the single broker sometimes keeps transactions open that its "
-    "coordinator no longer tracks (describe-producers shows them, the coordinator lists none), even ones "
-    "whose commit a client saw succeed; read_committed readers stop at them, so their sagas stall and "
-    "their accepted events stay hidden",
-)
 def test_the_write_side_survives_two_broker_kills_under_load(make_settings, start_system, tmp_path: Path) -> None:
     broker = LocalBroker(port=free_ports(2), data_dir=tmp_path / "kafka", heap="512m")
     broker.start()
