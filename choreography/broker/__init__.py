@@ -275,7 +275,8 @@ class LocalBroker:
     def _java(self, java: str, classpath: str, props: Path, heap: str) -> subprocess.Popen[bytes]:
         cmd = [
             java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={LOG_CONFIG}", "-cp", classpath, "kafka.Kafka", str(props),
+            f"-Dlog4j2.configurationFile={LOG_CONFIG}", f"-Dchoreo.broker.log={self.log_file}",
+            "-cp", classpath, "kafka.Kafka", str(props),
         ]  # fmt: skip
         with open(self.log_file, "ab") as log:
             return subprocess.Popen(
