@@ -325,8 +325,8 @@ class LocalBroker:
                 if proc.poll() is not None:
                     raise BrokerError(f"the controller exited with code {proc.returncode}; see {self.log_file}")
                 with open(self.log_file, "rb") as log:
-                    if os.fstat(log.fileno()).st_size < start:
-                        start = 0  # the log rolled over
+                    if os.fstat(log.fileno()).st_size < start:  # the log rolled over
+                        start, active = 0, min(active, 0)
                     log.seek(start)
                     text = log.read().decode(errors="replace")
                 if active < 0 and (active := text.find("Activated periodic tasks")) >= 0:
