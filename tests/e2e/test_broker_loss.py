@@ -141,7 +141,7 @@ def test_three_brokers_ride_out_the_loss_of_one_and_stop_writes_without_two(tmp_
         system = start_system(settings)
         assert all(o.ok for o in system.submit_many([AddStock(sku=s, quantity=1_000_000) for s in SKUS]))
         load = Load(system, uuid.uuid4().hex[:6])
-        load.wait_more(20, 120, "the load never got going")
+        load.wait_more(5, 120, "the load never got going")
         steady_from = time.monotonic()
         time.sleep(8)
 
@@ -186,7 +186,7 @@ def test_three_brokers_ride_out_the_loss_of_one_and_stop_writes_without_two(tmp_
         resumed = load.wait_more(1, 180, "writes did not resume once a second broker returned")
         cluster.start(only=second)
         print(f"two brokers down {back - two_down:.1f}s; writes resumed {resumed:.1f}s after one returned")
-        load.wait_more(10, 120, "the load did not go on after both brokers returned")
+        load.wait_more(3, 120, "the load did not go on after both brokers returned")
         (resubmitted,) = system.submit_many([probe], timeout=60)  # safe: deduplicated by command id
         assert resubmitted.ok, resubmitted
         load.orders.append(probe.order_id)
